@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make book   create .venv if needed, run every chapter (PROFILE=cpu), build the HTML book
+#   make test   create .venv if needed, run every test
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; override for CUDA, e.g. make test TORCH_SPEC='torch>=2.3'
+TORCH_SPEC ?= torch==2.13.0
+PROFILE ?= cpu
+
+.PHONY: env book test bench clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+book: env
+	$(PY) -m hesslab.book run --profile $(PROFILE)
+	$(PY) -m hesslab.book build
+
+test: env
+	$(PY) -m pytest
+
+bench: env
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/hvp.py
+
+clean:
+	rm -rf book/_build build .pytest_cache

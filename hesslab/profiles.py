@@ -1,0 +1,28 @@
+"""Per-chapter parameters for the book's execution profiles.
+
+A chapter's tagged ``parameters`` cell holds its ``cpu`` defaults; a profile only
+overrides parameters (papermill ``-p``). ``smoke`` runs every chapter in about a
+minute on 2 CPU cores (CI); ``cpu`` is the default book (well under an hour on a
+laptop); ``paper`` uses the paper's sizes and needs a GPU.
+"""
+
+PROFILES = ("smoke", "cpu", "paper")
+
+#: chapter stem -> profile -> parameter overrides (``{}`` means the cell's defaults)
+CHAPTER_PARAMETERS: dict[str, dict[str, dict]] = {}
+
+
+def parameters_for(chapter: str, profile: str) -> dict:
+    """Parameters papermill passes to ``chapter`` under ``profile``.
+
+    Args:
+        chapter: notebook stem, e.g. ``"quadratic"``.
+        profile: one of :data:`PROFILES`.
+
+    Returns:
+        The parameter overrides (a new dict; empty for the cell's defaults).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    chapter_profiles = CHAPTER_PARAMETERS.get(chapter, {})
+    return dict(chapter_profiles.get(profile, {})) | {"profile": profile}
