@@ -27,7 +27,7 @@ test: env
 	$(PY) -m pytest
 
 bench: env
-	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m pip install -q --no-deps curvlinops-for-pytorch einops einconv linear_operator opt-einsum
 	$(PY) benchmarks/hvp.py
 
 clean:
