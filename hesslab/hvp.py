@@ -1,0 +1,628 @@
+"""Hessian-vector products of a model's mean loss, as a linear operator.
+
+:class:`HessianOperator` is the only place in hesslab that touches autograd; the
+eigensolvers in :mod:`hesslab.lanczos` see nothing but ``matvec``.
+
+Two ways to compute ``H v``:
+
+* ``"reverse"`` (reverse-over-reverse, double backward): build each batch's
+  first-order graph ``g = dL/dw`` once (``create_graph=True``) and answer every
+  product by one more backward through it, ``H v = d(g . v)/dw``. Graphs are kept
+  between products while their saved tensors fit in ``graph_memory_budget`` bytes,
+  so a Lanczos run pays one forward and one first-order backward per batch in
+  total instead of per product (the PyHessian / paper approach). Several vectors
+  go through one backward with ``is_grads_batched`` (``vmap``).
+* ``"forward"`` (forward-over-reverse): ``torch.func.jvp`` of ``torch.func.grad`` on
+  ``functional_call``, ``vmap`` over vectors. Needs no retained graph; pays a
+  forward and backward per call.
+* ``"auto"`` (default): reverse; if the model has an operation without double
+  backward it falls back to forward mode, and raises
+  :class:`UnsupportedAutogradError` naming the fix if both fail.
+
+The loss is the batch-size-weighted **mean** over the batches of ``data`` (the
+paper's code sums over micro-batches, which scales every eigenvalue by the number
+of batches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from math import prod
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .blocks import Block, BlockPart, resolve_blocks
+
+Batch = tuple[object, object]
+METHODS = ("auto", "reverse", "forward")
+BATCHNORM_MODES = ("eval", "train")
+_ATTENTION_FIX = (
+    'Build Hugging Face models with attn_implementation="eager" (e.g. '
+    'AutoModel.from_config(config, attn_implementation="eager")); fused SDPA / flash '
+    "attention kernels implement neither double backward nor forward-mode AD."
+)
+_UNSUPPORTED = re.compile(
+    r"(not implemented|does not support|doesn't support|not supported|"
+    r"no forward AD|forward AD|double backward|twice differentiable|"
+    r"once_differentiable|batching rule|vmap)",
+    re.IGNORECASE,
+)
+
+
+class UnsupportedAutogradError(RuntimeError):
+    """An operation in the model supports neither double backward nor forward-mode AD."""
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a Hessian-vector product is NaN or infinite."""
+
+
+@dataclass
+class _Graph:
+    """A batch's retained first-order graph: ``grads[i] = dL_batch/dparam_i``."""
+
+    weight: float
+    grads: tuple[Tensor | None, ...]
+    nbytes: int
+
+
+def _default_batch_size(inputs, targets) -> int:
+    """Number of examples in a batch: first dimension of the targets (or inputs)."""
+    for candidate in (targets, inputs):
+        if isinstance(candidate, Tensor) and candidate.ndim > 0:
+            return int(candidate.shape[0])
+        if isinstance(candidate, Mapping):
+            for value in candidate.values():
+                if isinstance(value, Tensor) and value.ndim > 0:
+                    return int(value.shape[0])
+    raise ValueError(
+        "cannot tell the batch size: targets and inputs have no tensor with a batch "
+        "dimension; pass batch_size_fn=lambda inputs, targets: ..."
+    )
+
+
+def _to_device(obj, device: torch.device, dtype: torch.dtype):
+    """Move tensors (also inside mappings/sequences) to ``device``; floats to ``dtype``."""
+    if isinstance(obj, Tensor):
+        if obj.is_floating_point():
+            return obj.to(device=device, dtype=dtype, non_blocking=True)
+        return obj.to(device=device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        return {k: _to_device(v, device, dtype) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device, dtype) for v in obj)
+    return obj
+
+
+def call_model(model: nn.Module, inputs):
+    """Apply ``model`` to a batch's inputs: ``model(**inputs)`` for a mapping."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def _is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+@contextlib.contextmanager
+def measurement_mode(model: nn.Module, batchnorm: str = "eval"):
+    """Put ``model`` in the state in which its Hessian is measured, then restore it.
+
+    Dropout is off (``eval``). Batch-norm layers use their running statistics
+    (``batchnorm="eval"``) or the statistics of each batch (``"train"``); in the
+    latter case running statistics are *not* updated. TF32 matmuls are disabled
+    while measuring. Every module's ``training`` flag, batch-norm
+    ``track_running_stats`` and the TF32 flags are restored on exit.
+    """
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+    modes = [(m, m.training) for m in model.modules()]
+    tracked = [(m, m.track_running_stats) for m in model.modules() if _is_batchnorm(m)]
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        model.eval()
+        if batchnorm == "train":
+            for m, _ in tracked:
+                # training=True with track_running_stats=False: batch statistics,
+                # and F.batch_norm receives no running buffers to update.
+                m.train()
+                m.track_running_stats = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        yield model
+    finally:
+        for m, flag in modes:
+            m.training = flag
+        for m, flag in tracked:
+            m.track_running_stats = flag
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _default_graph_budget(device: torch.device) -> int:
+    """Bytes of retained graphs allowed: half the free GPU memory, or 1/4 of RAM (≤ 8 GiB)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return min(ram // 4, 8 << 30)
+
+
+class HessianOperator:
+    """Hessian of the dataset-mean loss with respect to selected parameters.
+
+    ``H = d²L/dw²`` with ``L = Σ_b n_b L_b / Σ_b n_b`` over the batches ``b`` of
+    ``data`` (``n_b`` examples each, ``L_b = loss_fn(model(inputs), targets)``, a
+    mean over the batch). The flat vector ``w`` is the concatenation of the selected
+    parameters, flattened, in ``model.named_parameters()`` order.
+
+    Args:
+        model: the network. Its train/eval state is never changed permanently.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` (mean over the batch).
+        data: a re-iterable (list, DataLoader without shuffling) of
+            ``(inputs, targets)`` batches; ``inputs`` may be a mapping
+            (``model(**inputs)``). Floating tensors are moved to the parameters'
+            device and dtype.
+        params: parameters (tensors or names) to differentiate; default all that
+            require grad.
+        method: ``"auto"``, ``"reverse"`` or ``"forward"`` (module docstring).
+        batchnorm: ``"eval"`` (running statistics) or ``"train"`` (batch statistics,
+            running buffers untouched). Dropout is always off.
+        graph_memory_budget: bytes of first-order graphs kept between products
+            (reverse mode). ``None``: half the free GPU memory / a quarter of RAM
+            (at most 8 GiB). ``0``: rebuild the graph for every product.
+        batch_size_fn: ``(inputs, targets) -> int`` weight of a batch; default its
+            first dimension.
+        progress: show a progress bar over batches.
+        check_finite: raise :class:`NonFiniteError` on a NaN/inf loss or product.
+
+    Example:
+        >>> op = HessianOperator(model, F.cross_entropy, [(x, y)])
+        >>> hv = op @ torch.randn(op.dim, dtype=op.dtype)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable,
+        data: Iterable[Batch],
+        params: Iterable[Tensor | str] | None = None,
+        *,
+        method: str = "auto",
+        batchnorm: str = "eval",
+        graph_memory_budget: int | None = None,
+        batch_size_fn: Callable[[object, object], int] | None = None,
+        progress: bool = False,
+        check_finite: bool = True,
+    ):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if batchnorm not in BATCHNORM_MODES:
+            raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+        if iter(data) is data:
+            raise TypeError(
+                "data must be re-iterable (a list or a DataLoader), not a one-shot "
+                "iterator or generator: every product passes over it again; wrap it "
+                "in list(...)"
+            )
+        self.model, self.loss_fn, self.data = model, loss_fn, data
+        self.method, self.batchnorm = method, batchnorm
+        self.batch_size_fn = batch_size_fn or _default_batch_size
+        self.progress, self.check_finite = progress, check_finite
+        self.names, self.params = _select_params(model, params)
+        dtypes = {p.dtype for p in self.params}
+        devices = {p.device for p in self.params}
+        if len(dtypes) > 1 or len(devices) > 1:
+            raise ValueError(
+                f"selected parameters mix dtypes {dtypes} or devices {devices}; "
+                "convert the model with model.to(device, dtype)"
+            )
+        self.dtype, self.device = dtypes.pop(), devices.pop()
+        self.shapes = {n: p.shape for n, p in zip(self.names, self.params)}
+        self._position = {n: i for i, n in enumerate(self.names)}
+        self.dim = sum(p.numel() for p in self.params)
+        self._full = Block("all", tuple(BlockPart(n) for n in self.names))
+        self._budget = graph_memory_budget
+        self._graphs: dict[int, _Graph] = {}
+        self._graph_bytes = 0
+        self._state = self._state_token()
+        self._resolved_method: str | None = None if method == "auto" else method
+        self._vectorize = True
+
+    # ------------------------------------------------------------------ public
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(dim, dim)``."""
+        return (self.dim, self.dim)
+
+    @property
+    def resolved_method(self) -> str | None:
+        """``"reverse"`` or ``"forward"`` once known (``"auto"`` decides on first use)."""
+        return self._resolved_method
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``H v`` for ``v`` of shape ``[dim]`` or ``[k, dim]`` (then ``[k, dim]``)."""
+        return self._matvec_block(self._full, v)
+
+    def __matmul__(self, v: Tensor) -> Tensor:
+        return self.matvec(v)
+
+    def restrict(self, block) -> BlockHessianOperator:
+        """The operator ``v_b -> H_bb v_b`` of one block (anything :func:`resolve_blocks` takes for one block)."""
+        if not isinstance(block, Block):
+            if isinstance(block, str) and block in self.shapes:
+                block = Block(block, (BlockPart(block),))
+            else:
+                (block,) = resolve_blocks(self.model, {"block": block}, self.names)
+        else:
+            resolve_blocks(self.model, [block], self.names)
+        return BlockHessianOperator(self, block)
+
+    def block_products(self, requests: Sequence[tuple[Block, Tensor]]) -> list[Tensor]:
+        """``H_bb V_b`` for many blocks at once, sharing each batch's graph.
+
+        Args:
+            requests: ``(block, vectors [k_b, dim_b])`` pairs, vectors in the
+                operator's dtype and on its device.
+
+        Returns:
+            The products ``[k_b, dim_b]``, in request order.
+        """
+        for block, v in requests:
+            _check_vector(v, block.dim(self.shapes), self.dtype, self.device)
+        return self._products([(b, v.reshape(-1, v.shape[-1])) for b, v in requests])
+
+    def block_dim(self, block: Block) -> int:
+        """Number of entries of ``block``."""
+        return block.dim(self.shapes)
+
+    def dense(self, max_dim: int = 20_000) -> Tensor:
+        """The explicit ``[dim, dim]`` Hessian (columns ``H e_i``); for small models only."""
+        return dense_matrix(self, max_dim)
+
+    def clear_cache(self) -> None:
+        """Drop retained first-order graphs (they are rebuilt on demand)."""
+        self._graphs.clear()
+        self._graph_bytes = 0
+
+    # ------------------------------------------------------------- internals
+    def _matvec_block(self, block: Block, v: Tensor) -> Tensor:
+        n = block.dim(self.shapes)
+        _check_vector(v, n, self.dtype, self.device)
+        out = self._products([(block, v.reshape(-1, n))])[0]
+        return out.reshape(v.shape)
+
+    def _state_token(self) -> tuple:
+        tensors = list(self.params) + list(self.model.buffers())
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def _products(self, requests: list[tuple[Block, Tensor]]) -> list[Tensor]:
+        if self._state_token() != self._state:
+            self.clear_cache()  # parameters or buffers changed since the graphs were built
+            self._state = self._state_token()
+        if self._resolved_method is None:
+            return self._auto_products(requests)
+        try:
+            return self._run(requests, self._resolved_method)
+        except RuntimeError as err:
+            if isinstance(err, (UnsupportedAutogradError, NonFiniteError)):
+                raise
+            if _UNSUPPORTED.search(str(err)):
+                raise UnsupportedAutogradError(
+                    f"{self._resolved_method}-mode Hessian-vector products failed: {err}\n"
+                    f"{_ATTENTION_FIX} Or try method='auto'."
+                ) from err
+            raise
+
+    def _auto_products(self, requests):
+        try:
+            out = self._run(requests, "reverse")
+            self._resolved_method = "reverse"
+            return out
+        except RuntimeError as reverse_err:
+            if isinstance(reverse_err, NonFiniteError) or not _UNSUPPORTED.search(str(reverse_err)):
+                raise
+            self.clear_cache()
+            try:
+                out = self._run(requests, "forward")
+            except RuntimeError as forward_err:
+                if isinstance(forward_err, NonFiniteError):
+                    raise
+                raise UnsupportedAutogradError(
+                    "the model supports neither double backward nor forward-mode AD.\n"
+                    f"reverse-over-reverse: {reverse_err}\nforward-over-reverse: "
+                    f"{forward_err}\n{_ATTENTION_FIX}"
+                ) from forward_err
+            warnings.warn(
+                "double backward is not supported by this model "
+                f"({str(reverse_err).splitlines()[0]}); using forward-over-reverse",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self._resolved_method = "forward"
+            return out
+
+    def _batches(self):
+        """Yield ``(index, inputs, targets)``; skips loading data when every graph is cached."""
+        it = enumerate(self.data)
+        if self.progress:
+            total = len(self.data) if hasattr(self.data, "__len__") else None
+            it = tqdm(it, total=total, desc="HVP batches", leave=False)
+        for i, batch in it:
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise TypeError(
+                    f"batch {i} is {type(batch).__name__}; each batch must be an "
+                    "(inputs, targets) pair"
+                )
+            yield i, batch[0], batch[1]
+
+    def _run(self, requests, method: str) -> list[Tensor]:
+        outs = [torch.zeros_like(v) for _, v in requests]
+        total = 0.0
+        with measurement_mode(self.model, self.batchnorm):
+            for i, inputs, targets in self._batches():
+                weight = float(self.batch_size_fn(inputs, targets))
+                if method == "reverse":
+                    graph = self._graph(i, inputs, targets, weight)
+                    for out, (block, v) in zip(outs, requests):
+                        out.add_(self._reverse_product(graph, block, v), alpha=weight)
+                    if i not in self._graphs:
+                        del graph
+                else:
+                    inputs, targets = self._prepare(inputs, targets)
+                    for out, (block, v) in zip(outs, requests):
+                        out.add_(self._forward_product(inputs, targets, block, v), alpha=weight)
+                total += weight
+        if total <= 0:
+            raise ValueError("data is empty (or all batch sizes are 0): nothing to average")
+        for out in outs:
+            out.div_(total)
+        if self.check_finite:
+            for out, (block, _) in zip(outs, requests):
+                if not bool(torch.isfinite(out).all()):
+                    raise NonFiniteError(
+                        f"the Hessian-vector product of block {block.name!r} is not "
+                        "finite; check the model's numerics (float64, smaller inputs)"
+                    )
+        return outs
+
+    def _prepare(self, inputs, targets):
+        return _to_device(inputs, self.device, self.dtype), _to_device(targets, self.device, self.dtype)
+
+    def _loss(self, inputs, targets) -> Tensor:
+        loss = self.loss_fn(call_model(self.model, inputs), targets)
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise ValueError(
+                f"loss_fn must return a scalar tensor (the batch mean), got "
+                f"{getattr(loss, 'shape', type(loss))}"
+            )
+        return loss.reshape(())
+
+    def _check_loss(self, loss: Tensor, i: int) -> None:
+        if self.check_finite and not bool(torch.isfinite(loss)):
+            raise NonFiniteError(
+                f"the loss of batch {i} is {loss.item()}; the Hessian of a non-finite "
+                "loss is meaningless: check the data, the model's initialisation and dtype"
+            )
+
+    def _graph(self, i: int, inputs, targets, weight: float) -> _Graph:
+        if i in self._graphs:
+            return self._graphs[i]
+        inputs, targets = self._prepare(inputs, targets)
+        storages: dict[int, int] = {}
+        param_ptrs = {p.untyped_storage().data_ptr() for p in self.params}
+
+        def pack(t: Tensor) -> Tensor:
+            s = t.untyped_storage()
+            if s.data_ptr() not in param_ptrs:
+                storages[s.data_ptr()] = s.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
+            loss = self._loss(inputs, targets)
+            self._check_loss(loss, i)
+            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        graph = _Graph(weight, tuple(g if g is not None and g.requires_grad else None for g in grads),
+                       sum(storages.values()))
+        budget = self._budget if self._budget is not None else _default_graph_budget(self.device)
+        if self._graph_bytes + graph.nbytes <= budget:
+            self._graphs[i] = graph
+            self._graph_bytes += graph.nbytes
+        return graph
+
+    def _embed(self, block: Block, v: Tensor) -> dict[str, Tensor]:
+        """``v [k, dim_b]`` -> per touched parameter a ``[k, *shape]`` tensor, zero outside the block."""
+        k = v.shape[0]
+        chunks: dict[str, Tensor] = {}
+        offset = 0
+        for part in block.parts:
+            shape = self.shapes[part.param]
+            sel = part.shape(shape)
+            size = prod(sel)
+            piece = v[:, offset : offset + size].reshape(k, *sel)
+            offset += size
+            if part.index is None:
+                chunks[part.param] = piece
+            else:
+                if part.param not in chunks:
+                    chunks[part.param] = v.new_zeros(k, *shape)
+                chunks[part.param][(slice(None), *part.index)] = piece
+        return chunks
+
+    def _extract(self, block: Block, full: Mapping[str, Tensor], k: int) -> Tensor:
+        pieces = []
+        for part in block.parts:
+            t = full[part.param]
+            if part.index is not None:
+                t = t[(slice(None), *part.index)]
+            pieces.append(t.reshape(k, -1))
+        return torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+
+    def _reverse_product(self, graph: _Graph, block: Block, v: Tensor) -> Tensor:
+        k = v.shape[0]
+        chunks = self._embed(block, v)
+        names = [n for n in block.params if graph.grads[self._position[n]] is not None]
+        full = {n: v.new_zeros(k, *self.shapes[n]) for n in block.params}
+        if names:
+            outputs = [graph.grads[self._position[n]] for n in names]
+            inputs = [self.params[self._position[n]] for n in names]
+            for n, h in zip(names, self._double_backward(outputs, inputs, [chunks[n] for n in names])):
+                if h is not None:
+                    full[n] = h
+        return self._extract(block, full, k)
+
+    def _double_backward(self, outputs, inputs, grad_outputs) -> list[Tensor | None]:
+        k = grad_outputs[0].shape[0]
+        if k == 1:
+            res = torch.autograd.grad(outputs, inputs, [g[0] for g in grad_outputs],
+                                      retain_graph=True, allow_unused=True)
+            return [None if r is None else r.unsqueeze(0) for r in res]
+        if self._vectorize:
+            try:
+                return list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
+                                                allow_unused=True, is_grads_batched=True))
+            except RuntimeError as err:
+                if not _UNSUPPORTED.search(str(err)):
+                    raise
+                warnings.warn(f"batched double backward unavailable ({str(err).splitlines()[0]}); "
+                              "looping over vectors", RuntimeWarning, stacklevel=2)
+                self._vectorize = False
+        cols = [torch.autograd.grad(outputs, inputs, [g[j] for g in grad_outputs],
+                                    retain_graph=True, allow_unused=True) for j in range(k)]
+        return [None if cols[0][i] is None else torch.stack([c[i] for c in cols])
+                for i in range(len(inputs))]
+
+    def _forward_product(self, inputs, targets, block: Block, v: Tensor) -> Tensor:
+        from torch.func import functional_call, grad, jvp, vmap
+
+        k = v.shape[0]
+        names = list(block.params)
+        primals = {n: self.params[self._position[n]].detach() for n in names}
+        tangents = self._embed(block, v)
+
+        def loss_of(p):
+            out = functional_call(self.model, p, (), {**inputs}) if isinstance(inputs, Mapping) \
+                else functional_call(self.model, p, (inputs,))
+            return self.loss_fn(out, targets).reshape(())
+
+        grad_fn = grad(loss_of)
+
+        def hvp_one(t):
+            return jvp(grad_fn, (primals,), (t,))[1]
+
+        # no_grad keeps autograd from recording the constant parameters outside the
+        # block; torch.func transforms still differentiate the function inside.
+        with torch.no_grad():
+            if k == 1:
+                res = {n: h.unsqueeze(0) for n, h in hvp_one({n: t[0] for n, t in tangents.items()}).items()}
+            else:
+                res = vmap(hvp_one)(tangents)
+        return self._extract(block, res, k)
+
+
+class BlockHessianOperator:
+    """The principal sub-matrix ``H_bb`` of a :class:`HessianOperator` as an operator.
+
+    Attributes:
+        parent: the full operator; its retained graphs are shared.
+        block: the :class:`~hesslab.blocks.Block`.
+        dim: number of entries of the block.
+    """
+
+    def __init__(self, parent: HessianOperator, block: Block):
+        self.parent, self.block = parent, block
+        self.dim = block.dim(parent.shapes)
+        self.dtype, self.device = parent.dtype, parent.device
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(dim, dim)``."""
+        return (self.dim, self.dim)
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``H_bb v`` for ``v`` of shape ``[dim]`` or ``[k, dim]``."""
+        return self.parent._matvec_block(self.block, v)
+
+    def __matmul__(self, v: Tensor) -> Tensor:
+        return self.matvec(v)
+
+    def dense(self, max_dim: int = 20_000) -> Tensor:
+        """The explicit ``[dim, dim]`` block ``H_bb``; for small blocks only."""
+        return dense_matrix(self, max_dim)
+
+
+def dense_matrix(op, max_dim: int = 20_000, chunk: int = 256) -> Tensor:
+    """Materialise a symmetric operator column by column (``op.matvec`` on identity rows).
+
+    Args:
+        op: anything with ``dim``, ``dtype``, ``device`` and batched ``matvec``.
+        max_dim: refuse larger operators (memory is ``dim²`` numbers).
+        chunk: identity rows per batched product.
+
+    Returns:
+        ``[dim, dim]`` tensor.
+    """
+    if op.dim > max_dim:
+        raise ValueError(f"dim={op.dim} > max_dim={max_dim}: too large to densify")
+    eye = torch.eye(op.dim, dtype=op.dtype, device=op.device)
+    rows = [op.matvec(eye[i : i + chunk]) for i in range(0, op.dim, chunk)]
+    return torch.cat(rows).T.contiguous()
+
+
+def _select_params(model: nn.Module, params) -> tuple[list[str], list[Tensor]]:
+    named = list(model.named_parameters())
+    if params is None:
+        chosen = [(n, p) for n, p in named if p.requires_grad]
+    else:
+        params = list(params)
+        by_id = {id(p): n for n, p in named}
+        by_name = dict(named)
+        wanted: set[str] = set()
+        for p in params:
+            if isinstance(p, str):
+                if p not in by_name:
+                    raise KeyError(
+                        f"{p!r} is not a parameter of the model; names come from "
+                        "model.named_parameters()"
+                    )
+                wanted.add(p)
+            elif isinstance(p, Tensor):
+                if id(p) not in by_id:
+                    raise ValueError(
+                        f"a tensor of shape {tuple(p.shape)} in params is not a parameter "
+                        "of the model (pass model parameters themselves, or their names)"
+                    )
+                wanted.add(by_id[id(p)])
+            else:
+                raise TypeError(f"params must hold tensors or names, got {type(p).__name__}")
+        chosen = [(n, p) for n, p in named if n in wanted]  # model order defines the flat vector
+        frozen = [n for n, p in chosen if not p.requires_grad]
+        if frozen:
+            raise ValueError(f"parameters {frozen} do not require grad; call p.requires_grad_()")
+    if not chosen:
+        raise ValueError("no parameters to differentiate: none require grad")
+    return [n for n, _ in chosen], [p for _, p in chosen]
+
+
+def _check_vector(v: Tensor, n: int, dtype: torch.dtype, device: torch.device) -> None:
+    if not isinstance(v, Tensor):
+        raise TypeError(f"expected a torch.Tensor of shape [{n}] or [k, {n}], got {type(v).__name__}")
+    if v.ndim not in (1, 2) or v.shape[-1] != n or v.numel() == 0:
+        raise ValueError(f"expected a vector of shape [{n}] or [k, {n}], got {tuple(v.shape)}")
+    if v.dtype != dtype:
+        raise TypeError(f"vector dtype {v.dtype} differs from the parameters' {dtype}; use v.to({dtype})")
+    if v.device != device:
+        raise ValueError(f"vector is on {v.device} but the parameters are on {device}; use v.to('{device}')")
+
+
+def flatten_params(op: HessianOperator, tensors: Sequence[Tensor]) -> Tensor:
+    """Concatenate per-parameter tensors in the operator's order into one ``[dim]`` vector."""
+    return torch.cat([t.reshape(-1) for t in tensors])
