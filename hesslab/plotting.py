@@ -1,0 +1,138 @@
+"""One figure style for the whole book: theme, colours per optimiser and model family, log axes.
+
+Chapters call :func:`use_book_style` once, then colour lines with :func:`optimiser_color`
+/ :func:`family_color` so an optimiser or a model family has the same colour in every
+figure. Colours come from seaborn's colour-blind palette.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+_CB = sns.color_palette("colorblind")
+
+#: Optimiser family -> colour. SGD and GD share one (the same method, stochastic or not).
+OPTIMISER_COLORS: dict[str, tuple] = {
+    "gd": _CB[0],
+    "momentum": _CB[9],
+    "adam": _CB[3],
+    "adam-variant": _CB[1],
+    "adam-theory": _CB[4],
+    "sign": _CB[2],
+    "blockwise": _CB[7],
+}
+
+#: Model family -> colour.
+FAMILY_COLORS: dict[str, tuple] = {
+    "cnn": _CB[0],
+    "transformer": _CB[3],
+    "mlp": _CB[2],
+    "mixer": _CB[4],
+}
+
+#: Line style per optimiser kind (so figures also read in grey scale).
+OPTIMISER_STYLES: dict[str, str] = {
+    "gd": "-", "momentum": "-.", "adam": "-", "adam-variant": "--", "adam-theory": ":",
+    "sign": "--", "blockwise": ":",
+}
+
+
+def use_book_style(context: str = "notebook") -> None:
+    """Set the book's matplotlib/seaborn theme (white grid, colour-blind palette, 110 dpi).
+
+    Args:
+        context: seaborn context (``"notebook"``, ``"paper"``, ``"talk"``).
+    """
+    sns.set_theme(context=context, style="whitegrid", palette="colorblind")
+    plt.rcParams.update({
+        "figure.dpi": 110,
+        "savefig.dpi": 110,
+        "figure.constrained_layout.use": True,
+        "axes.titlesize": "medium",
+        "legend.fontsize": "small",
+        "legend.frameon": False,
+    })
+
+
+def optimiser_kind(name: str) -> str:
+    """Map an optimiser label to its colour key.
+
+    "SGD"/"GD" → ``gd``; "… momentum" → ``momentum``; "Adam" → ``adam``; Adam with
+    "β=(0, 1)" → ``adam-theory``; any other "Adam …" → ``adam-variant``; "sign…",
+    "Signum" → ``sign``; "blockwise …" → ``blockwise``.
+    """
+    low = name.lower()
+    if "blockwise" in low:
+        return "blockwise"
+    if "sign" in low:
+        return "sign"
+    if "adam" in low or "rmsprop" in low:
+        if "β=(0, 1)" in name or "beta=(0, 1)" in low:
+            return "adam-theory"
+        return "adam" if low in ("adam", "adamw") else "adam-variant"
+    if "momentum" in low or "sgd-m" in low:
+        return "momentum"
+    if low in ("gd", "sgd") or low.startswith(("gd", "sgd")):
+        return "gd"
+    raise ValueError(f"no colour for optimiser {name!r}; add it to OPTIMISER_COLORS")
+
+
+def optimiser_color(name: str) -> tuple:
+    """The book's colour for an optimiser label (see :func:`optimiser_kind`)."""
+    return OPTIMISER_COLORS[optimiser_kind(name)]
+
+
+def optimiser_style(name: str) -> dict:
+    """``color`` and ``linestyle`` keyword arguments for an optimiser's line."""
+    kind = optimiser_kind(name)
+    return {"color": OPTIMISER_COLORS[kind], "linestyle": OPTIMISER_STYLES[kind]}
+
+
+def family_color(family: str) -> tuple:
+    """The book's colour for a model family: ``cnn``, ``transformer``, ``mlp``, ``mixer``.
+
+    Names such as "ResNet18", "VGG16" (CNN) or "GPT2", "BERT", "ViT" (Transformer) are
+    recognised too.
+    """
+    low = family.lower()
+    for key, words in {
+        "cnn": ("cnn", "resnet", "vgg", "conv"),
+        "transformer": ("transformer", "gpt", "bert", "vit", "roberta"),
+        "mixer": ("mixer",),
+        "mlp": ("mlp",),
+    }.items():
+        if any(w in low for w in words):
+            return FAMILY_COLORS[key]
+    raise ValueError(f"no colour for model family {family!r}; add it to FAMILY_COLORS")
+
+
+def log_y(ax, label: str, *, lower: float | None = None, upper: float | None = None) -> None:
+    """Log-scale y axis with a label (and optional limits)."""
+    ax.set_yscale("log")
+    ax.set_ylabel(label)
+    if lower is not None or upper is not None:
+        ax.set_ylim(lower, upper)
+
+
+def plot_histories(ax, histories: Mapping[str, Sequence[float]], *, relative: bool = True,
+                   xlabel: str = "iteration", ylabel: str | None = None) -> None:
+    """Log-y curves of one quantity per optimiser, e.g. ‖∇f‖ vs iteration.
+
+    Args:
+        ax: a matplotlib axis.
+        histories: optimiser label -> ``[k + 1]`` values (lengths may differ).
+        relative: divide each curve by its first value.
+        xlabel: x label.
+        ylabel: y label (default "‖∇f(w_t)‖ / ‖∇f(w_0)‖" or "‖∇f(w_t)‖").
+    """
+    for name, values in histories.items():
+        y = np.asarray(values, dtype=np.float64)
+        if relative:
+            y = y / y[0]
+        ax.plot(np.arange(y.size), y, label=name, lw=1.6, **optimiser_style(name))
+    log_y(ax, ylabel or ("‖∇f(w_t)‖ / ‖∇f(w_0)‖" if relative else "‖∇f(w_t)‖"))
+    ax.set_xlabel(xlabel)
