@@ -1,9 +1,61 @@
 """hesslab: Hessian spectra, block heterogeneity and optimiser comparisons.
 
 The package behind the executable book of Zhang et al., "Why Transformers Need
-Adam: A Hessian Perspective" (NeurIPS 2024).
+Adam: A Hessian Perspective" (NeurIPS 2024). Submodules not imported here:
+``hesslab.quadratic``, ``hesslab.models``, ``hesslab.data``, ``hesslab.train``,
+``hesslab.cache``, ``hesslab.plotting``, ``hesslab.book``.
 """
+
+from .blocks import Block, BlockPart, resolve_blocks
+from .hvp import (
+    BlockHessianOperator,
+    HessianOperator,
+    NonFiniteError,
+    UnsupportedAutogradError,
+    dense_matrix,
+    measurement_mode,
+)
+from .js import js0, js_distance, js_divergence, js_matrix
+from .lanczos import LanczosProcess, LanczosResult, run_lanczos
+from .slq import (
+    MatrixOperator,
+    blockwise_slq,
+    exact_block_eigenvalues,
+    hutchinson_trace,
+    slq,
+    top_eigenvalues,
+)
+from .spectra import SpectralDensity
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    # Hessian operators
+    "HessianOperator",
+    "BlockHessianOperator",
+    "MatrixOperator",
+    "measurement_mode",
+    "dense_matrix",
+    "UnsupportedAutogradError",
+    "NonFiniteError",
+    # blocks
+    "Block",
+    "BlockPart",
+    "resolve_blocks",
+    # Lanczos and spectra
+    "run_lanczos",
+    "LanczosProcess",
+    "LanczosResult",
+    "slq",
+    "blockwise_slq",
+    "exact_block_eigenvalues",
+    "top_eigenvalues",
+    "hutchinson_trace",
+    "SpectralDensity",
+    # heterogeneity
+    "js_divergence",
+    "js_distance",
+    "js_matrix",
+    "js0",
+    "__version__",
+]

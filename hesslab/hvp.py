@@ -50,7 +50,7 @@ _ATTENTION_FIX = (
 )
 _UNSUPPORTED = re.compile(
     r"(not implemented|does not support|doesn't support|not supported|"
-    r"no forward AD|forward AD|double backward|twice differentiable|"
+    r"no forward AD|forward AD|double backward|differentiate twice|"
     r"once_differentiable|batching rule|vmap)",
     re.IGNORECASE,
 )

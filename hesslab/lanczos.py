@@ -170,7 +170,7 @@ class LanczosProcess:
         )
 
 
-def lanczos(
+def run_lanczos(
     matvec: Callable[[Tensor], Tensor],
     v0: Tensor,
     num_steps: int,

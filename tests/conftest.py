@@ -60,8 +60,8 @@ def make_gpt2(seed=0, n_layer=1, n_embd=8, n_head=2, vocab=11, seq=5):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=vocab, n_positions=16, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(vocab_size=vocab, n_positions=8, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel._from_config(config, attn_implementation="eager").double()
     g = torch.Generator().manual_seed(seed)
     data = []
@@ -100,4 +100,4 @@ def dense_hessian(case: Case, names=None) -> torch.Tensor:
         return loss / count
 
     with measurement_mode(model, case.batchnorm):
-        return torch.autograd.functional.hessian(total_loss, flat0)
+        return torch.autograd.functional.hessian(total_loss, flat0, vectorize=True)
