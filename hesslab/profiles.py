@@ -26,3 +26,13 @@ def parameters_for(chapter: str, profile: str) -> dict:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     chapter_profiles = CHAPTER_PARAMETERS.get(chapter, {})
     return dict(chapter_profiles.get(profile, {})) | {"profile": profile}
+
+
+# Quadratic Cases 1–4 (notebooks/quadratic.md). Iteration counts hardly depend on the
+# block size d (they are set by κ and the block condition numbers), so smoke only shrinks
+# d. The paper's problem size is unverified: "paper" is a larger d, not the paper's size.
+CHAPTER_PARAMETERS["quadratic"] = {
+    "smoke": {"block_size": 25, "widget_block_size": 25, "widget_max_iter": 1000},
+    "cpu": {},
+    "paper": {"block_size": 100, "widget_block_size": 100, "max_iter": 100000},
+}
