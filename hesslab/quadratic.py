@@ -368,6 +368,7 @@ class QuadraticProblem:
     blocks: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
+        """Check shapes and build the dense blocks ``H_l = Q_l Λ_l Q_lᵀ`` (symmetrised)."""
         L, d = self.eigenvalues.shape
         if self.eigenvectors.shape != (L, d, d) or self.b.shape != (L * d,) or self.w0.shape != (L * d,):
             raise ValueError(
