@@ -314,7 +314,7 @@ def case_spectra(
         block_size: eigenvalues per block ``d``.
         kappa: global condition number (exact in the result).
         num_blocks: number of blocks for ``"synthetic"`` (the model files fix it).
-        block_kappa: per-block condition number of Case 3.
+        block_kappa: per-block condition number of Case 3 (capped at ``kappa``).
         path: spectra file for ``"model"``.
 
     Returns:
@@ -330,8 +330,9 @@ def case_spectra(
         if heterogeneity == 0.0:
             return names0, hom
     elif family == "synthetic":
+        # a block cannot be worse conditioned than the whole (small κ on a slider)
         het = synthetic_block_spectra(True, num_blocks=num_blocks, block_size=block_size,
-                                      kappa=kappa, block_kappa=block_kappa)
+                                      kappa=kappa, block_kappa=min(block_kappa, kappa))
         hom = synthetic_block_spectra(False, num_blocks=num_blocks, block_size=block_size, kappa=kappa)
         names = [f"block {i + 1}" for i in range(num_blocks)]
     else:

@@ -182,3 +182,11 @@ def test_measured_claim_heterogeneous_cases_favour_adam():
         assert ratios[hom]["GD+momentum/Adam"] < 1.0, msg
         assert ratios[het]["GD/blockwise GD"] > 50, msg
         assert ratios[hom]["GD/blockwise GD"] < 1.5, msg
+
+
+@pytest.mark.parametrize("family", ["model", "synthetic"])
+def test_slider_view_runs_at_the_slider_extremes(family):
+    for kappa, t, beta2 in [(10.0, 0.0, 0.9), (1e5, 1.0, 1.0)]:
+        view = q.interactive_runs(kappa, t, beta2, 0.1, family=family, block_size=8, max_iter=200)
+        assert set(view) == {"GD", "blockwise GD", "Adam"}
+        assert all(np.isfinite(r.grad_norms[0]) and r.grad_norms.size >= 2 for r in view.values())
