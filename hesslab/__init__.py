@@ -7,6 +7,8 @@ Adam: A Hessian Perspective" (NeurIPS 2024). Submodules not imported here:
 """
 
 from .blocks import Block, BlockPart, resolve_blocks
+from .cache import CachedResult, CacheWarning, ResultCache, provenance
+from .fingerprint import data_fingerprint, model_fingerprint
 from .hvp import (
     BlockHessianOperator,
     HessianOperator,
@@ -52,6 +54,13 @@ __all__ = [
     "top_eigenvalues",
     "hutchinson_trace",
     "SpectralDensity",
+    # results on disk
+    "ResultCache",
+    "CachedResult",
+    "CacheWarning",
+    "provenance",
+    "model_fingerprint",
+    "data_fingerprint",
     # heterogeneity
     "js_divergence",
     "js_distance",

@@ -146,17 +146,40 @@ def _block_seed(seed: int, index: int) -> int:
 
 
 def _group_blocks(blocks: list[Block], dims: dict, steps: int, probes: int, itemsize: int,
-                  budget: int) -> list[list[Block]]:
+                  budget: int, max_blocks: int | None) -> list[list[Block]]:
     """Split blocks into groups whose Lanczos bases (``m·k·n_b`` numbers) fit in ``budget`` bytes."""
     groups, current, used = [], [], 0
     for b in blocks:
         need = min(steps, dims[b.name]) * probes * dims[b.name] * itemsize
-        if current and used + need > budget:
+        if current and (used + need > budget or (max_blocks and len(current) >= max_blocks)):
             groups.append(current)
             current, used = [], 0
         current.append(b)
         used += need
     return groups + ([current] if current else [])
+
+
+_RESULT_FIELDS = ("alpha", "beta", "steps", "breakdown")
+
+
+def _pack(results: dict[str, LanczosResult], order: list[str]) -> dict[str, np.ndarray]:
+    """LanczosResults -> flat arrays named ``"<block index>.<field>"`` for the cache."""
+    return {f"{order.index(name)}.{f}": getattr(r, f) for name, r in results.items() for f in _RESULT_FIELDS}
+
+
+def _unpack(arrays, order: list[str]) -> dict[str, LanczosResult]:
+    done = {int(k.split(".")[0]) for k in arrays.keys()}
+    return {order[i]: LanczosResult(*(arrays[f"{i}.{f}"] for f in _RESULT_FIELDS)) for i in sorted(done)}
+
+
+def _open_cache(cache):
+    from .cache import ResultCache
+
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return ResultCache()
+    return cache if isinstance(cache, ResultCache) else ResultCache(cache)
 
 
 def blockwise_slq(
@@ -172,6 +195,8 @@ def blockwise_slq(
     basis_dtype: torch.dtype = torch.float64,
     basis_memory_budget: int = 4 << 30,
     reorthogonalize: bool = True,
+    cache=None,
+    resume_chunk: int = 8,
     progress: bool = True,
     **operator_kwargs,
 ) -> dict[str, SpectralDensity]:
@@ -196,6 +221,13 @@ def blockwise_slq(
         basis_memory_budget: bytes of Lanczos bases held at once; blocks are
             processed in groups that fit.
         reorthogonalize: full reorthogonalisation.
+        cache: ``None``/``False`` (no caching), ``True`` (the default
+            :class:`~hesslab.cache.ResultCache`), a folder, or a ``ResultCache``. The
+            result is keyed by hashes of the model's parameters and buffers, of the
+            data, and by every argument here; finished groups of blocks are
+            checkpointed, so an interrupted run resumes where it stopped.
+        resume_chunk: with a cache, at most this many blocks per group (the
+            checkpoint granularity; retained graphs make extra groups cheap).
         progress: progress bar over Lanczos steps.
 
     Returns:
@@ -207,16 +239,36 @@ def blockwise_slq(
         operator = HessianOperator(model, loss_fn, data, params=names, **operator_kwargs)
     elif operator_kwargs:
         raise TypeError(f"pass either operator or operator options, not both: {sorted(operator_kwargs)}")
+    order = [b.name for b in resolved]
     dims = {b.name: operator.block_dim(b) for b in resolved}
+    seeds = {name: _block_seed(seed, i) for i, name in enumerate(order)}
+    store = _open_cache(cache)
+    results: dict[str, LanczosResult] = {}
+    info = {"data_passes": 0, "wall_time": 0.0}
+    if store is not None:
+        from .fingerprint import data_fingerprint, model_fingerprint
+
+        key = {"model": model_fingerprint(model), "data": data_fingerprint(operator.data),
+               "params": operator.names, "loss_fn": getattr(loss_fn, "__qualname__", repr(loss_fn)),
+               "blocks": [[b.name, [[p.param, repr(p.index)] for p in b.parts]] for b in resolved],
+               "num_steps": num_steps, "num_probes": num_probes, "seed": seed,
+               "basis_dtype": str(basis_dtype), "reorthogonalize": reorthogonalize,
+               "method": operator.method, "batchnorm": operator.batchnorm, "dtype": str(operator.dtype)}
+        hit = store.load("blockwise_slq", key)
+        if hit is None:
+            hit = store.load_partial("blockwise_slq", key)
+        if hit is not None:
+            results = _unpack(hit.arrays, order)
+            info.update({k: hit.meta.get(k, v) for k, v in info.items()})
+    todo = [b for b in resolved if b.name not in results]
     itemsize = torch.empty((), dtype=basis_dtype).element_size()
-    groups = _group_blocks(resolved, dims, num_steps, num_probes, itemsize, basis_memory_budget)
+    groups = _group_blocks(todo, dims, num_steps, num_probes, itemsize, basis_memory_budget,
+                           resume_chunk if store is not None else None)
     total_steps = sum(max(min(num_steps, dims[b.name]) for b in g) for g in groups)
-    bar = tqdm(total=total_steps, desc=f"blockwise SLQ ({len(resolved)} blocks)", disable=not progress)
-    start = time.perf_counter()
-    out: dict[str, SpectralDensity] = {}
-    seeds = {b.name: _block_seed(seed, i) for i, b in enumerate(resolved)}
-    passes = 0
+    bar = tqdm(total=total_steps, desc=f"blockwise SLQ ({len(todo)}/{len(resolved)} blocks to do)",
+               disable=not progress)
     for group in groups:
+        start = time.perf_counter()
         procs = [
             (b, LanczosProcess(probe_vectors(dims[b.name], num_probes, seeds[b.name], basis_dtype, operator.device),
                                num_steps, reorthogonalize=reorthogonalize, operator_dtype=operator.dtype))
@@ -224,18 +276,20 @@ def blockwise_slq(
         ]
         while live := [(b, p) for b, p in procs if not p.done]:
             products = operator.block_products([(b, p.query().to(operator.dtype)) for b, p in live])
-            passes += 1
+            info["data_passes"] += 1
             for (_, p), hv in zip(live, products):
                 p.advance(hv)
             bar.update()
-        for b, p in procs:
-            out[b.name] = _density(p.result(), dims[b.name], seed=seeds[b.name], num_steps=num_steps,
-                                   parts=[(part.param, str(part.index)) for part in b.parts])
+        results.update({b.name: p.result() for b, p in procs})
+        info["wall_time"] += time.perf_counter() - start
+        if store is not None and len(results) < len(order):
+            store.save_partial("blockwise_slq", key, _pack(results, order), meta=info)
     bar.close()
-    wall = time.perf_counter() - start
-    for density in out.values():
-        density.info.update(wall_time_all_blocks=wall, data_passes=passes, method=operator.resolved_method)
-    return {b.name: out[b.name] for b in resolved}
+    if store is not None and groups:
+        store.save("blockwise_slq", key, _pack(results, order), meta=info, wall_time=info["wall_time"])
+    return {name: _density(results[name], dims[name], seed=seeds[name], num_steps=num_steps,
+                           method=operator.resolved_method, **info)
+            for name in order}
 
 
 def exact_block_eigenvalues(operator: HessianOperator, blocks=None, max_dim: int = 5000) -> dict[str, np.ndarray]:
