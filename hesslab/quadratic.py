@@ -974,12 +974,12 @@ def measured_ratios(runs: dict[str, Run]) -> dict[str, tuple[float, str]]:
 
 
 def format_ratio(ratio: tuple[float, str]) -> str:
-    """``(62.3, "=")`` → ``"62"``, ``(3.1, ">=")`` → ``"≥ 3.1"`` (two significant digits)."""
+    """``(62.3, "=")`` → ``"= 62"``, ``(3.1, ">=")`` → ``"≥ 3.1"``, ``(nan, "?")`` → ``"n/a"``."""
     value, kind = ratio
     if kind == "?":
         return "n/a"
     text = f"{value:.2g}" if value < 10 else f"{value:.0f}"
-    return {"=": "", ">=": "≥ ", "<=": "≤ "}[kind] + text
+    return {"=": "= ", ">=": "≥ ", "<=": "≤ "}[kind] + text
 
 
 def interactive_runs(kappa: float = PAPER_KAPPA, heterogeneity: float = 1.0, beta2: float = 0.999,
