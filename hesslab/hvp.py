@@ -183,6 +183,11 @@ class HessianOperator:
             first dimension.
         progress: show a progress bar over batches.
         check_finite: raise :class:`NonFiniteError` on a NaN/inf loss or product.
+        batch_blocks: in :meth:`block_products` (reverse mode), answer all blocks with
+            one ``vmap``-ed backward over zero-padded vectors instead of one backward
+            per block. Uses ``Σ_b k_b × dim`` memory; on CPUs it was slower, on GPUs
+            (launch-bound small kernels) it may pay — measure with
+            ``benchmarks/hvp.py``.
 
     Example:
         >>> op = HessianOperator(model, F.cross_entropy, [(x, y)])
@@ -202,6 +207,7 @@ class HessianOperator:
         batch_size_fn: Callable[[object, object], int] | None = None,
         progress: bool = False,
         check_finite: bool = True,
+        batch_blocks: bool = False,
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -217,6 +223,7 @@ class HessianOperator:
         self.method, self.batchnorm = method, batchnorm
         self.batch_size_fn = batch_size_fn or _default_batch_size
         self.progress, self.check_finite = progress, check_finite
+        self.batch_blocks = batch_blocks
         self.names, self.params = _select_params(model, params)
         dtypes = {p.dtype for p in self.params}
         devices = {p.device for p in self.params}
@@ -372,8 +379,12 @@ class HessianOperator:
                 weight = float(self.batch_size_fn(inputs, targets))
                 if method == "reverse":
                     graph = self._graph(i, inputs, targets, weight)
-                    for out, (block, v) in zip(outs, requests):
-                        out.add_(self._reverse_product(graph, block, v), alpha=weight)
+                    if self.batch_blocks and len(requests) > 1:
+                        products = self._reverse_products_padded(graph, requests)
+                    else:
+                        products = [self._reverse_product(graph, block, v) for block, v in requests]
+                    for out, hv in zip(outs, products):
+                        out.add_(hv, alpha=weight)
                     if i not in self._graphs:
                         del graph
                 else:
@@ -478,6 +489,35 @@ class HessianOperator:
                 if h is not None:
                     full[n] = h
         return self._extract(block, full, k)
+
+    def _reverse_products_padded(self, graph: _Graph, requests) -> list[Tensor]:
+        """All blocks' products from one batched backward over zero-padded vectors.
+
+        Row ``r`` of the batch holds one block's vector, zero outside that block, so
+        the backward yields ``H_{:,b} v_b``, of which the block's own rows are kept.
+        """
+        touched = {n for block, _ in requests for n in block.params}
+        names = [n for n in self.names if n in touched and graph.grads[self._position[n]] is not None]
+        rows = sum(v.shape[0] for _, v in requests)
+        padded = {n: requests[0][1].new_zeros(rows, *self.shapes[n]) for n in names}
+        offsets, r = [], 0
+        for block, v in requests:
+            for n, chunk in self._embed(block, v).items():
+                if n in padded:
+                    padded[n][r : r + v.shape[0]] = chunk
+            offsets.append(r)
+            r += v.shape[0]
+        res = self._double_backward([graph.grads[self._position[n]] for n in names],
+                                    [self.params[self._position[n]] for n in names],
+                                    [padded[n] for n in names]) if names else []
+        full = {n: h for n, h in zip(names, res) if h is not None}
+        out = []
+        for (block, v), r in zip(requests, offsets):
+            k = v.shape[0]
+            rows_of = {n: full[n][r : r + k] if n in full else v.new_zeros(k, *self.shapes[n])
+                       for n in block.params}
+            out.append(self._extract(block, rows_of, k))
+        return out
 
     def _double_backward(self, outputs, inputs, grad_outputs) -> list[Tensor | None]:
         k = grad_outputs[0].shape[0]

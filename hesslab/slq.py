@@ -163,7 +163,7 @@ _RESULT_FIELDS = ("alpha", "beta", "steps", "breakdown")
 
 
 def _pack(results: dict[str, LanczosResult], order: list[str]) -> dict[str, np.ndarray]:
-    """LanczosResults -> flat arrays named ``"<block index>.<field>"`` for the cache."""
+    """Flatten Lanczos results into arrays named ``"<block index>.<field>"`` for the cache."""
     return {f"{order.index(name)}.{f}": getattr(r, f) for name, r in results.items() for f in _RESULT_FIELDS}
 
 

@@ -114,3 +114,13 @@ def test_block_objects_can_be_passed_directly():
     model = make_mlp().model
     b = Block("w", (BlockPart("0.weight"),))
     assert resolve_blocks(model, [b])[0] == b
+
+
+def test_zero_padded_block_batching_equals_one_backward_per_block():
+    case = make_gpt2(n_layer=1)
+    blocks = resolve_blocks(case.model, "gpt2-qkv")
+    plain = HessianOperator(case.model, case.loss_fn, case.data)
+    padded = HessianOperator(case.model, case.loss_fn, case.data, batch_blocks=True)
+    requests = [(b, torch.randn(2, plain.block_dim(b), dtype=torch.float64)) for b in blocks]
+    for a, b, (block, _) in zip(plain.block_products(requests), padded.block_products(requests), requests):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-13), block.name
