@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -188,6 +189,8 @@ class HessianOperator:
             per block. Uses ``Σ_b k_b × dim`` memory; on CPUs it was slower, on GPUs
             (launch-bound small kernels) it may pay — measure with
             ``benchmarks/hvp.py``.
+        vectorize: reverse mode, several vectors: ``True`` one ``vmap``-ed backward,
+            ``False`` a loop of backwards, ``None`` time both once and keep the faster.
 
     Example:
         >>> op = HessianOperator(model, F.cross_entropy, [(x, y)])
@@ -208,6 +211,7 @@ class HessianOperator:
         progress: bool = False,
         check_finite: bool = True,
         batch_blocks: bool = False,
+        vectorize: bool | None = None,
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -242,7 +246,7 @@ class HessianOperator:
         self._graph_bytes = 0
         self._state = self._state_token()
         self._resolved_method: str | None = None if method == "auto" else method
-        self._vectorize = True
+        self._vectorize = vectorize
 
     # ------------------------------------------------------------------ public
     @property
@@ -520,21 +524,38 @@ class HessianOperator:
         return out
 
     def _double_backward(self, outputs, inputs, grad_outputs) -> list[Tensor | None]:
+        """``d(outputs · grad_outputs[j]) / d inputs`` for each of the ``k`` rows ``j``.
+
+        Several rows go through one ``vmap``-ed backward (``is_grads_batched``) or a
+        loop of backwards; with ``vectorize=None`` the first batched call times both
+        and keeps the faster (``vmap`` over convolution backwards was slower on CPU).
+        """
         k = grad_outputs[0].shape[0]
         if k == 1:
-            res = torch.autograd.grad(outputs, inputs, [g[0] for g in grad_outputs],
-                                      retain_graph=True, allow_unused=True)
-            return [None if r is None else r.unsqueeze(0) for r in res]
-        if self._vectorize:
-            try:
-                return list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
-                                                allow_unused=True, is_grads_batched=True))
-            except RuntimeError as err:
-                if not _UNSUPPORTED.search(str(err)):
-                    raise
-                warnings.warn(f"batched double backward unavailable ({str(err).splitlines()[0]}); "
-                              "looping over vectors", RuntimeWarning, stacklevel=2)
-                self._vectorize = False
+            return self._looped_backward(outputs, inputs, grad_outputs)
+        if self._vectorize is False:
+            return self._looped_backward(outputs, inputs, grad_outputs)
+        try:
+            start = time.perf_counter()
+            res = list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
+                                           allow_unused=True, is_grads_batched=True))
+            t_vmap = time.perf_counter() - start
+        except RuntimeError as err:
+            if not _UNSUPPORTED.search(str(err)):
+                raise
+            warnings.warn(f"batched double backward unavailable ({str(err).splitlines()[0]}); "
+                          "looping over vectors", RuntimeWarning, stacklevel=2)
+            self._vectorize = False
+            return self._looped_backward(outputs, inputs, grad_outputs)
+        if self._vectorize is None:
+            start = time.perf_counter()
+            self._looped_backward(outputs, inputs, grad_outputs)
+            self._vectorize = t_vmap <= time.perf_counter() - start
+        return res
+
+    @staticmethod
+    def _looped_backward(outputs, inputs, grad_outputs) -> list[Tensor | None]:
+        k = grad_outputs[0].shape[0]
         cols = [torch.autograd.grad(outputs, inputs, [g[j] for g in grad_outputs],
                                     retain_graph=True, allow_unused=True) for j in range(k)]
         return [None if cols[0][i] is None else torch.stack([c[i] for c in cols])

@@ -63,6 +63,30 @@ def _matvec_in(op, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
     return lambda q: op.matvec(q.to(op.dtype)).to(dtype)
 
 
+def operator_key(op) -> dict:
+    """What an operator's spectrum depends on, for cache keys.
+
+    Model parameters, buffers and data enter through content hashes
+    (:mod:`hesslab.fingerprint`), so a changed checkpoint or batch is a new key.
+    """
+    from .fingerprint import data_fingerprint, model_fingerprint
+    from .hvp import BlockHessianOperator
+
+    if isinstance(op, BlockHessianOperator):
+        return {**operator_key(op.parent), "block": [op.block.name, [[p.param, repr(p.index)] for p in op.block.parts]]}
+    if isinstance(op, HessianOperator):
+        return {"model": model_fingerprint(op.model), "data": data_fingerprint(op.data), "params": op.names,
+                "loss_fn": getattr(op.loss_fn, "__qualname__", repr(op.loss_fn)), "method": op.method,
+                "batchnorm": op.batchnorm, "dtype": str(op.dtype)}
+    if isinstance(op, MatrixOperator):
+        return {"matrix": op.matrix}
+    raise TypeError(f"cannot derive a cache key for {type(op).__name__}; pass cache_key={{...}} describing it")
+
+
+def _merge(results: list[LanczosResult]) -> LanczosResult:
+    return LanczosResult(*(np.concatenate([getattr(r, f) for r in results]) for f in _RESULT_FIELDS))
+
+
 def slq(
     op,
     num_steps: int = 100,
@@ -72,6 +96,8 @@ def slq(
     basis_dtype: torch.dtype = torch.float64,
     reorthogonalize: bool = True,
     probe_chunk: int | None = None,
+    cache=None,
+    cache_key: dict | None = None,
     progress: bool = True,
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature estimate of an operator's spectral density.
@@ -86,6 +112,11 @@ def slq(
         reorthogonalize: full reorthogonalisation (removes ghost eigenvalues).
         probe_chunk: probes per batched Lanczos run (memory ``m·chunk·dim`` numbers);
             default all at once.
+        cache: ``None``/``False``, ``True`` (default :class:`~hesslab.cache.ResultCache`),
+            a folder or a ``ResultCache``: store the result keyed by
+            :func:`operator_key` and these arguments; each finished probe chunk is
+            checkpointed, so an interrupted run resumes.
+        cache_key: describes ``op`` for the cache when :func:`operator_key` cannot.
         progress: progress bar over Lanczos steps.
 
     Returns:
@@ -94,25 +125,40 @@ def slq(
     op = _as_operator(op)
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
-    start = time.perf_counter()
-    v0 = probe_vectors(op.dim, num_probes, seed, basis_dtype, op.device)
     chunk = probe_chunk or num_probes
-    results = []
+    store = _open_cache(cache)
+    results: list[LanczosResult] = []
+    wall = 0.0
+    if store is not None:
+        key = {"operator": cache_key if cache_key is not None else operator_key(op), "num_steps": num_steps,
+               "num_probes": num_probes, "seed": seed, "basis_dtype": str(basis_dtype),
+               "reorthogonalize": reorthogonalize, "probe_chunk": chunk}
+        hit = store.load("slq", key) or store.load_partial("slq", key)
+        if hit is not None:
+            results = [LanczosResult(*(hit.arrays[f] for f in _RESULT_FIELDS))]
+            wall = float(hit.meta.get("wall_time", 0.0))
+    done = sum(len(r.steps) for r in results)
+    v0 = probe_vectors(op.dim, num_probes, seed, basis_dtype, op.device)
     steps = min(num_steps, op.dim)
-    bar = tqdm(total=steps * -(-num_probes // chunk), desc="SLQ", disable=not progress, leave=False)
+    bar = tqdm(total=steps * -(-(num_probes - done) // chunk), desc="SLQ", disable=not progress, leave=False)
     matvec = _matvec_in(op, basis_dtype)
-    for s in range(0, num_probes, chunk):
+    for s in range(done, num_probes, chunk):
+        start = time.perf_counter()
         proc = LanczosProcess(v0[s : s + chunk], num_steps, reorthogonalize=reorthogonalize,
                               operator_dtype=op.dtype)
         while not proc.done:
             proc.advance(matvec(proc.query()))
             bar.update()
         results.append(proc.result())
+        wall += time.perf_counter() - start
+        if store is not None and s + chunk < num_probes:
+            store.save_partial("slq", key, vars(_merge(results)), meta={"wall_time": wall})
     bar.close()
-    merged = LanczosResult(*(np.concatenate([getattr(r, f) for r in results])
-                             for f in ("alpha", "beta", "steps", "breakdown")))
+    merged = _merge(results)
+    if store is not None and done < num_probes:
+        store.save("slq", key, vars(merged), meta={"wall_time": wall}, wall_time=wall)
     return _density(merged, op.dim, seed=seed, num_steps=num_steps, reorthogonalize=reorthogonalize,
-                    wall_time=time.perf_counter() - start)
+                    wall_time=wall)
 
 
 def top_eigenvalues(op, k: int = 1, num_steps: int = 50, seed: int = 0) -> np.ndarray:
