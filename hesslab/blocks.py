@@ -11,7 +11,8 @@ Blocks are given to :func:`resolve_blocks` as
 * a list of parameter names: one block per name;
 * a preset name: ``"per-tensor"``, ``"gpt2-qkv"`` (HF GPT-2's ``c_attn`` split into
   Q, K, V; every other tensor its own block), ``"gpt2-heads"`` (Q, K, V further split
-  per attention head);
+  per attention head), ``"gpt2-paper"`` / ``"vit-paper"`` (the blocks the paper's
+  code samples: 25 for GPT-2, 14 for ViT-base; layers sampled evenly for other depths);
 * a mapping ``{block_name: parts}``, where ``parts`` is a parameter name, a
   ``(name, index)`` pair, or a list of those; ``index`` is a slice tuple applied to
   the tensor (e.g. ``(slice(None), slice(0, 64))``).
@@ -19,6 +20,7 @@ Blocks are given to :func:`resolve_blocks` as
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from math import prod
@@ -147,7 +149,64 @@ def gpt2_blocks(
     return blocks
 
 
-PRESETS = ("per-tensor", "gpt2-qkv", "gpt2-heads")
+def sampled_layers(num_layers: int, count: int) -> list[int]:
+    """Evenly spaced layer indices; the paper's choices for 12 layers (0, 3, 7, 11 and 0, 6, 11)."""
+    paper = {(12, 4): [0, 3, 7, 11], (12, 3): [0, 6, 11]}
+    if (num_layers, count) in paper:
+        return paper[(num_layers, count)]
+    return sorted({round(i * (num_layers - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+_LAYER = re.compile(r"\.(?:h|layer|layers)\.(\d+)\.")
+
+
+def _layer_of(name: str) -> int | None:
+    m = _LAYER.search(name)
+    return int(m.group(1)) if m else None
+
+
+def gpt2_paper_blocks(model: nn.Module, names: Sequence[str]) -> list[Block]:
+    """The paper's 25 GPT-2 blocks: ``wte`` and, in 4 sampled layers, Q, K, V, the
+    attention output, ``mlp.c_fc`` and ``mlp.c_proj`` (weights only: the paper's
+    GPT-2 has no biases). With 12 layers the layers are 0, 3, 7 and 11."""
+    d = model.config.n_embd
+    layers = sampled_layers(model.config.n_layer, 4)
+    blocks = [Block(n, (BlockPart(n),)) for n in names if n.endswith("wte.weight")]
+    for i in layers:
+        prefix = next((n[: -len(".attn.c_attn.weight")] for n in names
+                       if n.endswith(".attn.c_attn.weight") and _layer_of(n) == i), None)
+        if prefix is None:
+            continue
+        w = prefix + ".attn.c_attn.weight"
+        for j, qkv in enumerate("qkv"):
+            blocks.append(Block(f"{prefix}.attn.{qkv}", (BlockPart(w, (slice(None), slice(j * d, (j + 1) * d))),)))
+        for suffix in (".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"):
+            if prefix + suffix in names:
+                blocks.append(Block(prefix + suffix, (BlockPart(prefix + suffix),)))
+    return blocks
+
+
+def vit_paper_blocks(model: nn.Module, names: Sequence[str]) -> list[Block]:
+    """The paper's 14 ViT blocks: patch embedding, in 3 sampled layers the fused
+    Q/K/V weights (one block, as timm's ``attn.qkv``), attention output, ``fc1`` and
+    ``fc2``, and the classifier head (weights only)."""
+    config = model.config
+    layers = sampled_layers(config.num_hidden_layers, 3)
+    weights = [n for n in names if n.endswith("weight") and "norm" not in n]
+    blocks = [Block(n, (BlockPart(n),)) for n in weights if "patch_embeddings" in n]
+    for i in layers:
+        mine = [n for n in weights if _layer_of(n) == i]
+        qkv = [n for n in mine if re.search(r"(q_proj|k_proj|v_proj|query|key|value)\.weight$", n)]
+        if qkv:
+            blocks.append(Block(qkv[0].rsplit(".", 2)[0] + ".qkv", tuple(BlockPart(n) for n in qkv)))
+        for pattern in (r"(o_proj|attention\.output\.dense)\.weight$", r"(fc1|intermediate\.dense)\.weight$",
+                        r"(fc2|\d+\.output\.dense)\.weight$"):
+            blocks += [Block(n, (BlockPart(n),)) for n in mine if re.search(pattern, n)]
+    blocks += [Block(n, (BlockPart(n),)) for n in weights if n.startswith("classifier")]
+    return blocks
+
+
+PRESETS = ("per-tensor", "gpt2-qkv", "gpt2-heads", "gpt2-paper", "vit-paper")
 
 
 def resolve_blocks(
@@ -176,7 +235,13 @@ def resolve_blocks(
     elif isinstance(blocks, str):
         if blocks not in PRESETS:
             raise ValueError(f"unknown block preset {blocks!r}; choose one of {PRESETS}")
-        result = gpt2_blocks(model, params, heads=blocks == "gpt2-heads")
+        if blocks == "vit-paper":
+            result = vit_paper_blocks(model, params)
+        elif blocks == "gpt2-paper":
+            gpt2_blocks(model, [])  # validates that this is a HF GPT-2
+            result = gpt2_paper_blocks(model, params)
+        else:
+            result = gpt2_blocks(model, params, heads=blocks == "gpt2-heads")
     elif isinstance(blocks, Mapping):
         result = [Block(str(k), _parse_parts(str(k), v)) for k, v in blocks.items()]
     elif isinstance(blocks, Iterable):

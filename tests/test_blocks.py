@@ -124,3 +124,26 @@ def test_zero_padded_block_batching_equals_one_backward_per_block():
     requests = [(b, torch.randn(2, plain.block_dim(b), dtype=torch.float64)) for b in blocks]
     for a, b, (block, _) in zip(plain.block_products(requests), padded.block_products(requests), requests):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-13), block.name
+
+
+def test_paper_presets_pick_the_papers_blocks():
+    from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClassification
+
+    from hesslab.blocks import sampled_layers
+
+    assert sampled_layers(12, 4) == [0, 3, 7, 11] and sampled_layers(12, 3) == [0, 6, 11]
+    gpt = GPT2LMHeadModel._from_config(GPT2Config(n_layer=12, n_embd=8, n_head=2, vocab_size=5, n_positions=4),
+                                       attn_implementation="eager")
+    blocks = resolve_blocks(gpt, "gpt2-paper")
+    assert len(blocks) == 25, [b.name for b in blocks]
+    assert blocks[0].name == "transformer.wte.weight"
+    assert [b.name for b in blocks[1:7]] == ["transformer.h.0." + s for s in (
+        "attn.q", "attn.k", "attn.v", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")]
+    assert {b.name.split(".")[2] for b in blocks[1:]} == {"0", "3", "7", "11"}
+    vit = ViTForImageClassification._from_config(
+        ViTConfig(hidden_size=8, num_hidden_layers=12, num_attention_heads=2, intermediate_size=16,
+                  image_size=8, patch_size=4, num_channels=1, num_labels=3), attn_implementation="eager")
+    vblocks = resolve_blocks(vit, "vit-paper")
+    assert len(vblocks) == 14, [b.name for b in vblocks]
+    qkv = [b for b in vblocks if b.name.endswith(".qkv")]
+    assert len(qkv) == 3 and all(len(b.parts) == 3 for b in qkv), "Q, K, V fused as in timm"
