@@ -166,9 +166,12 @@ def _layer_of(name: str) -> int | None:
 
 
 def gpt2_paper_blocks(model: nn.Module, names: Sequence[str]) -> list[Block]:
-    """The paper's 25 GPT-2 blocks: ``wte`` and, in 4 sampled layers, Q, K, V, the
-    attention output, ``mlp.c_fc`` and ``mlp.c_proj`` (weights only: the paper's
-    GPT-2 has no biases). With 12 layers the layers are 0, 3, 7 and 11."""
+    """The paper's 25 GPT-2 blocks (``config/train_gpt2_small.py`` of its code).
+
+    ``wte`` and, in 4 sampled layers, Q, K, V, the attention output, ``mlp.c_fc``
+    and ``mlp.c_proj`` (weights only: the paper's GPT-2 has no biases). With 12
+    layers the layers are 0, 3, 7 and 11.
+    """
     d = model.config.n_embd
     layers = sampled_layers(model.config.n_layer, 4)
     blocks = [Block(n, (BlockPart(n),)) for n in names if n.endswith("wte.weight")]
@@ -187,9 +190,12 @@ def gpt2_paper_blocks(model: nn.Module, names: Sequence[str]) -> list[Block]:
 
 
 def vit_paper_blocks(model: nn.Module, names: Sequence[str]) -> list[Block]:
-    """The paper's 14 ViT blocks: patch embedding, in 3 sampled layers the fused
-    Q/K/V weights (one block, as timm's ``attn.qkv``), attention output, ``fc1`` and
-    ``fc2``, and the classifier head (weights only)."""
+    """The paper's 14 ViT-base blocks (``vision_models/main.py`` of its code).
+
+    The patch embedding; in 3 sampled layers the fused Q/K/V weights (one block,
+    as timm's ``attn.qkv``), the attention output, ``fc1`` and ``fc2``; and the
+    classifier head (weights only).
+    """
     config = model.config
     layers = sampled_layers(config.num_hidden_layers, 3)
     weights = [n for n in names if n.endswith("weight") and "norm" not in n]
