@@ -147,3 +147,11 @@ def test_paper_presets_pick_the_papers_blocks():
     assert len(vblocks) == 14, [b.name for b in vblocks]
     qkv = [b for b in vblocks if b.name.endswith(".qkv")]
     assert len(qkv) == 3 and all(len(b.parts) == 3 for b in qkv), "Q, K, V fused as in timm"
+
+
+def test_paper_loop_order_gives_the_same_block_spectra():
+    from hesslab.benchmark import paper_order_agreement
+
+    case = make_gpt2(n_layer=1)
+    worst = paper_order_agreement(case.model, case.loss_fn, case.data, "gpt2-qkv", num_steps=4)
+    assert worst < 1e-10, f"per-block Ritz values differ by {worst:.1e} between loop orders"
