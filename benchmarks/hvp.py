@@ -27,45 +27,10 @@ import platform
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from hesslab.benchmark import blockwise_step_costs, hvp_costs, paper_order_agreement
-
-
-def lm_loss(outputs, targets):
-    return F.cross_entropy(outputs.logits.flatten(0, -2), targets.flatten())
-
-
-def build_models(device: torch.device, quick: bool):
-    """(name, model, loss_fn, data) for the three model families, float32."""
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-    mlp_data = [(torch.randn(128, 256, generator=g), torch.randint(0, 10, (128,), generator=g))]
-    cnn = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(64, 10),
-    )
-    cnn_data = [(torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g))]
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    layers, width = (2, 64) if quick else (4, 128)
-    config = GPT2Config(vocab_size=96, n_positions=64, n_embd=width, n_layer=layers, n_head=4,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
-    gpt = GPT2LMHeadModel._from_config(config, attn_implementation="eager")
-    tokens = torch.randint(0, 96, (8, 65), generator=g)
-    gpt_data = [(tokens[:, :-1], tokens[:, 1:])]
-    out = []
-    for name, model, loss, data in [("MLP", mlp, F.cross_entropy, mlp_data),
-                                    ("CNN+BN", cnn, F.cross_entropy, cnn_data),
-                                    (f"GPT-2 {layers}x{width}", gpt, lm_loss, gpt_data)]:
-        model.to(device).eval()
-        data = [(x.to(device), y.to(device)) for x, y in data]
-        out.append((name, model, loss, data))
-    return out
+from hesslab.benchmark import benchmark_problems, blockwise_step_costs, hvp_costs, paper_order_agreement
+from hesslab.validation import lm_loss
 
 
 class LogitsOnly(nn.Module):
@@ -108,7 +73,8 @@ def main():
           f"{platform.system()}; device {device} ({gpu}); torch {torch.__version__}; "
           f"threads {torch.get_num_threads()}; float32; TF32 off; median of {args.repeats}")
     pd.set_option("display.width", 160)
-    models = build_models(device, args.quick)
+    layers, width = (2, 64) if args.quick else (4, 128)
+    models = [(p.name, p.model, p.loss_fn, p.data) for p in benchmark_problems(layers, width, device=device)]
     for name, model, loss_fn, data in models:
         params = sum(p.numel() for p in model.parameters())
         table = hvp_costs(model, loss_fn, data, repeats=args.repeats,

@@ -14,11 +14,49 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import resolve_blocks
 from .hvp import HessianOperator, call_model
 from .slq import _block_seed, blockwise_slq, slq
+from .validation import Problem, lm_loss
+
+
+def benchmark_problems(gpt2_layers: int = 4, gpt2_width: int = 128, *, seq: int = 64, batch: int = 8,
+                       device: torch.device | str = "cpu", seed: int = 0) -> list[Problem]:
+    """The benchmark's three float32 models on random data, in eval mode.
+
+    An MLP (256-512-512-10, batch 128), a CNN with batch-norm (3 conv layers,
+    32×32 images, batch 64) and a Hugging Face GPT-2 (``gpt2_layers`` × ``gpt2_width``,
+    4 heads, eager attention, ``batch`` × ``seq`` tokens, vocabulary 96).
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mlp = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    cnn = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(64, 10),
+    )
+    config = GPT2Config(vocab_size=96, n_positions=seq, n_embd=gpt2_width, n_layer=gpt2_layers, n_head=4,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    gpt = GPT2LMHeadModel._from_config(config, attn_implementation="eager")
+    tokens = torch.randint(0, 96, (batch, seq + 1), generator=g)
+    problems = [
+        Problem("MLP", mlp, F.cross_entropy,
+                [(torch.randn(128, 256, generator=g), torch.randint(0, 10, (128,), generator=g))]),
+        Problem("CNN+BN", cnn, F.cross_entropy,
+                [(torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g))]),
+        Problem(f"GPT-2 {gpt2_layers}x{gpt2_width}", gpt, lm_loss, [(tokens[:, :-1], tokens[:, 1:])]),
+    ]
+    for p in problems:
+        p.model.to(device).eval()
+        p.data = [(x.to(device), y.to(device)) for x, y in p.data]
+    return problems
 
 
 def time_call(fn: Callable[[], object], device: torch.device | str = "cpu", repeats: int = 5) -> float:
