@@ -136,3 +136,26 @@ def plot_histories(ax, histories: Mapping[str, Sequence[float]], *, relative: bo
         ax.plot(np.arange(y.size), y, label=name, lw=1.6, **optimiser_style(name))
     log_y(ax, ylabel or ("‖∇f(w_t)‖ / ‖∇f(w_0)‖" if relative else "‖∇f(w_t)‖"))
     ax.set_xlabel(xlabel)
+
+
+def plot_spectrum(ax, density, *, sigma: float, grid=None, label: str | None = None, color=None,
+                  floor: float = 1e-10, **line_kwargs):
+    """Plot a :class:`~hesslab.SpectralDensity` on a log-y axis, as the paper's figures do.
+
+    Args:
+        ax: matplotlib axes.
+        density: the spectral density (normalise it first if the axis should be λ/λ_k).
+        sigma: Gaussian smoothing width, in the units of the density's nodes.
+        grid: evaluation points (default: ``density.grid(2000)``).
+        label, color: passed to ``ax.semilogy``.
+        floor: lower clip of the density (the paper's y-axis starts at 1e-10).
+        **line_kwargs: more ``semilogy`` options.
+
+    Returns:
+        The evaluated ``(grid, values)``.
+    """
+    grid = density.grid(2000) if grid is None else grid
+    values = density.log_density(grid, sigma, floor=floor)
+    ax.semilogy(grid, values, label=label, color=color, **line_kwargs)
+    ax.set_ylim(bottom=floor)
+    return grid, values
