@@ -36,3 +36,11 @@ CHAPTER_PARAMETERS["quadratic"] = {
     "cpu": {},
     "paper": {"block_size": 100, "widget_block_size": 100, "max_iter": 100000},
 }
+
+# Methods and validation (notebooks/methods.md). Exact checks are cheap at every profile;
+# the profiles change the size of the GPT-2 whose HVP and Lanczos-step costs are timed.
+CHAPTER_PARAMETERS["methods"] = {
+    "smoke": {"slq_steps": [5, 20], "bench_layers": 2, "bench_width": 64, "bench_repeats": 1},
+    "cpu": {},
+    "paper": {"bench_layers": 12, "bench_width": 768, "bench_repeats": 10},
+}
