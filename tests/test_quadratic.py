@@ -62,6 +62,14 @@ def test_standin_spectra_file_is_reproduced_by_its_generator():
             assert np.allclose(payload["families"][family][name], ev, rtol=1e-15, atol=0), (family, name)
 
 
+def test_missing_spectra_file_falls_back_to_the_same_standins(monkeypatch, tmp_path):
+    shipped = q.model_block_spectra("gpt2-like", block_size=16)[1]
+    monkeypatch.setattr(q, "SPECTRA_FILE", tmp_path / "absent.json")
+    provenance, _ = q.load_block_spectra()
+    assert provenance["kind"] == "stand-in"
+    assert np.allclose(q.model_block_spectra("gpt2-like", block_size=16)[1], shipped, rtol=1e-14)
+
+
 def test_gd_matches_closed_form_error_recursion():
     problem = small_problem()
     H, w_star = problem.hessian(), problem.solution()
