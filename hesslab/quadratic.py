@@ -45,6 +45,22 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = [
+    # problems
+    "CASES", "PAPER_KAPPA", "QuadraticProblem", "make_case", "make_problem", "block_quadratic",
+    "case_spectra", "synthetic_block_spectra", "model_block_spectra", "interpolate_spectra",
+    "scale_to_condition_number", "random_orthogonal",
+    # block spectra files
+    "SPECTRA_FILE", "load_block_spectra", "save_block_spectra", "standin_block_spectra",
+    "write_spectra_file",
+    # optimisers
+    "Run", "gd", "heavy_ball", "blockwise_gd", "preconditioned_gd", "adam", "sign_descent", "compare",
+    "DEFAULT_TOL", "GD_FACTORS", "MOMENTUM_FACTORS", "ADAM_LRS", "SIGN_LRS",
+    # theory and the measured claim
+    "theory_bounds", "iteration_ratio", "measured_ratios", "format_ratio", "heterogeneity_sweep",
+    "interactive_runs",
+]
+
 #: The paper's condition number for every case.
 PAPER_KAPPA = 5000.0
 
@@ -227,6 +243,34 @@ def standin_block_spectra(size: int = 500, seed: int = 0) -> dict[str, dict[str,
     return out
 
 
+def save_block_spectra(families, provenance: dict, path=SPECTRA_FILE) -> Path:
+    """Write block spectra in the format :func:`load_block_spectra` reads.
+
+    Use it to replace the stand-ins with measured spectra, e.g. the exact block
+    eigenvalues of a small GPT-2 and a small CNN (``hesslab.exact_block_eigenvalues``):
+    Case 1 reads family ``"gpt2-like"``, Case 2 family ``"cnn-like"``; both need the same
+    number of blocks (the paper uses 4).
+
+    Args:
+        families: ``{family: {block name: eigenvalues [m]}}``.
+        provenance: how they were made (model, data, stage, code revision, ...).
+        path: destination JSON file.
+
+    Returns:
+        The path written (atomically: temporary file, then rename).
+    """
+    path = Path(path)
+    payload = {
+        "provenance": dict(provenance),
+        "families": {fam: {name: sorted(float(x) for x in np.asarray(ev).ravel()) for name, ev in blocks.items()}
+                     for fam, blocks in families.items()},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def write_spectra_file(path=SPECTRA_FILE, size: int = 500, seed: int = 0) -> Path:
     """Write the stand-in spectra with their provenance (how to regenerate them).
 
@@ -236,26 +280,19 @@ def write_spectra_file(path=SPECTRA_FILE, size: int = 500, seed: int = 0) -> Pat
         seed: seed of :func:`standin_block_spectra`.
 
     Returns:
-        The path written (atomically: temporary file, then rename).
+        The path written.
     """
-    path = Path(path)
-    payload = {
-        "provenance": {
-            "kind": "stand-in",
-            "description": (
-                "Made-up block spectra shaped like the paper's GPT-2 blocks (heterogeneous "
-                "scales and shapes) and ResNet18 blocks (one shared wide shape); NOT measured "
-                "on any model. Replace with measured block spectra in the same format."
-            ),
-            "generator": f"hesslab.quadratic.write_spectra_file(size={size}, seed={seed})",
-            "numpy": np.__version__,
-        },
-        "families": standin_block_spectra(size=size, seed=seed),
+    provenance = {
+        "kind": "stand-in",
+        "description": (
+            "Made-up block spectra shaped like the paper's GPT-2 blocks (heterogeneous "
+            "scales and shapes) and ResNet18 blocks (one shared wide shape); NOT measured "
+            "on any model. Replace with measured block spectra in the same format."
+        ),
+        "generator": f"hesslab.quadratic.write_spectra_file(size={size}, seed={seed})",
+        "numpy": np.__version__,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return save_block_spectra(standin_block_spectra(size=size, seed=seed), provenance, path)
 
 
 def load_block_spectra(path=None) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
