@@ -71,7 +71,7 @@ def main():
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     print(f"# hesslab HVP benchmark\nmachine: {platform.machine()} {platform.processor() or ''}, "
           f"{platform.system()}; device {device} ({gpu}); torch {torch.__version__}; "
-          f"threads {torch.get_num_threads()}; float32; TF32 off; median of {args.repeats}")
+          f"threads {torch.get_num_threads()}; float32; TF32 off; fastest of {args.repeats} runs")
     pd.set_option("display.width", 160)
     layers, width = (2, 64) if args.quick else (4, 128)
     models = [(p.name, p.model, p.loss_fn, p.data) for p in benchmark_problems(layers, width, device=device)]
