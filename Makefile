@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= cpu
 
-.PHONY: env book test bench clean
+.PHONY: env book test bench clean browser
 
 env: $(VENV)/.installed
 
@@ -23,8 +23,15 @@ book: env
 	$(PY) -m hesslab.book run --profile $(PROFILE)
 	$(PY) -m hesslab.book build
 
-test: env
+test: env browser
 	$(PY) -m pytest
+
+# Debian's headless Chromium for the built-book browser test (installed when we are root;
+# otherwise that test is skipped and says why).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the browser test will be skipped"; }
 
 bench: env
 	$(PY) -m pip install -q --no-deps curvlinops-for-pytorch einops einconv linear_operator opt-einsum
