@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch; override for CUDA, e.g. make test TORCH_SPEC='torch>=2.3'
+# The CPU build of torch; override for CUDA, e.g. make test TORCH_SPEC='torch>=2.3',
+# and pass pip options with TORCH_PIP_ARGS (e.g. an --index-url).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 PROFILE ?= cpu
 
 .PHONY: env book test bench clean browser
@@ -15,7 +17,7 @@ env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
