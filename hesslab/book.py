@@ -94,13 +94,13 @@ def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT
         staged.unlink(missing_ok=True)
 
 
-def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT) -> list[ChapterRun]:
+def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, root: Path = ROOT) -> list[ChapterRun]:
     """Execute the chapters (all, or ``only``) at ``profile``; see the module docstring."""
     from tqdm.auto import tqdm
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
-    names = chapters()
+    names = chapters(root)
     unknown = sorted(set(only or []) - set(names))
     if unknown:
         raise ValueError(f"no chapter named {unknown} in _toc.yml; chapters: {names}")
@@ -110,7 +110,7 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT) ->
     bar = tqdm(selected, desc=f"chapters ({profile})", unit="chapter")
     for name in bar:
         bar.set_postfix_str(name)
-        results.append(execute_chapter(name, profile, executed))
+        results.append(execute_chapter(name, profile, executed, root))
     summary_path = executed / "summary.json"
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     previous.update({r.chapter: asdict(r) for r in results})
@@ -165,7 +165,7 @@ def build(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
     return html
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m hesslab.book", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.command == "run":
-        results = run(args.profile, args.only, args.out)
+        results = run(args.profile, args.only, args.out, root)
         failed = [r for r in results if not r.ok]
         for r in failed:
-            cell = f"cell {r.failed_cell}" if r.failed_cell else "before any cell ran"
-            print(f"chapter {r.chapter!r} failed at {cell}: {r.error}", file=sys.stderr)
+            where = f"at cell {r.failed_cell}" if r.failed_cell else "before any cell ran"
+            print(f"chapter {r.chapter!r} failed {where}: {r.error}", file=sys.stderr)
         return 1 if failed else 0
     try:
-        build(args.out)
+        build(args.out, root)
     except subprocess.CalledProcessError as err:
         print(f"jupyter-book build failed (exit {err.returncode}); warnings are errors", file=sys.stderr)
         return 1
