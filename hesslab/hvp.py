@@ -31,7 +31,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from math import prod
 
@@ -217,7 +217,7 @@ class HessianOperator:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
-        if iter(data) is data:
+        if isinstance(data, Iterator):  # a generator would be exhausted after one product
             raise TypeError(
                 "data must be re-iterable (a list or a DataLoader), not a one-shot "
                 "iterator or generator: every product passes over it again; wrap it "
