@@ -690,7 +690,3 @@ def _check_vector(v: Tensor, n: int, dtype: torch.dtype, device: torch.device) -
     if v.device != device:
         raise ValueError(f"vector is on {v.device} but the parameters are on {device}; use v.to('{device}')")
 
-
-def flatten_params(op: HessianOperator, tensors: Sequence[Tensor]) -> Tensor:
-    """Concatenate per-parameter tensors in the operator's order into one ``[dim]`` vector."""
-    return torch.cat([t.reshape(-1) for t in tensors])
