@@ -579,3 +579,12 @@ def _check_kind(kind: str) -> None:
     if not isinstance(kind, str) or not all(_KIND_PART.fullmatch(p) for p in kind.split("/")):
         raise ValueError(f"cache kind {kind!r} must be '/'-separated names of letters, digits, "
                          "'_', '.', '-' (each starting with a letter or digit)")
+
+
+def open_cache(cache) -> ResultCache | None:
+    """Interpret a ``cache=`` argument: None/False (no caching), True (the default root), a folder, or a ResultCache."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return ResultCache()
+    return cache if isinstance(cache, ResultCache) else ResultCache(cache)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .blocks import Block, resolve_blocks
+from .cache import open_cache
 from .hvp import HessianOperator
 from .lanczos import LanczosProcess, LanczosResult
 from .spectra import SpectralDensity
@@ -126,7 +127,7 @@ def slq(
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
     chunk = probe_chunk or num_probes
-    store = _open_cache(cache)
+    store = open_cache(cache)
     results: list[LanczosResult] = []
     wall = 0.0
     if store is not None:
@@ -218,16 +219,6 @@ def _unpack(arrays, order: list[str]) -> dict[str, LanczosResult]:
     return {order[i]: LanczosResult(*(arrays[f"{i}.{f}"] for f in _RESULT_FIELDS)) for i in sorted(done)}
 
 
-def _open_cache(cache):
-    from .cache import ResultCache
-
-    if cache is None or cache is False:
-        return None
-    if cache is True:
-        return ResultCache()
-    return cache if isinstance(cache, ResultCache) else ResultCache(cache)
-
-
 def blockwise_slq(
     model: nn.Module,
     loss_fn: Callable,
@@ -288,7 +279,7 @@ def blockwise_slq(
     order = [b.name for b in resolved]
     dims = {b.name: operator.block_dim(b) for b in resolved}
     seeds = {name: _block_seed(seed, i) for i, name in enumerate(order)}
-    store = _open_cache(cache)
+    store = open_cache(cache)
     results: dict[str, LanczosResult] = {}
     info = {"data_passes": 0, "wall_time": 0.0}
     if store is not None:
