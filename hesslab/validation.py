@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from .hvp import HessianOperator, measurement_mode
 from .lanczos import run_lanczos
+from .models import lm_loss
 from .slq import MatrixOperator, slq
 from .spectra import SpectralDensity
 
@@ -31,11 +32,6 @@ class Problem:
     loss_fn: object
     data: list
     batchnorm: str = "eval"
-
-
-def lm_loss(outputs, targets):
-    """Mean next-token cross-entropy of a Hugging Face causal LM output (``outputs.logits``)."""
-    return F.cross_entropy(outputs.logits.flatten(0, -2), targets.flatten())
 
 
 def tiny_mlp(seed: int = 0) -> Problem:
