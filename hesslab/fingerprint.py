@@ -13,7 +13,7 @@ def _update(h, obj) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().contiguous().cpu()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d tensors too
     elif isinstance(obj, Mapping):
         for k in sorted(obj):
             h.update(str(k).encode())

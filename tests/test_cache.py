@@ -364,3 +364,13 @@ def test_provenance_is_json_and_names_versions_and_device():
     assert env["torch"] == torch.__version__ and env["numpy"] == np.__version__
     assert env["device"] == (torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
     assert env["git_revision"] is None or len(env["git_revision"]) == 40
+
+
+def test_fingerprint_of_a_model_with_zero_dim_buffers():
+    """BatchNorm's ``num_batches_tracked`` is a 0-d int64 buffer; it must hash and count."""
+    from hesslab.fingerprint import model_fingerprint
+
+    model = torch.nn.BatchNorm1d(3)
+    before = model_fingerprint(model)
+    model.num_batches_tracked += 1
+    assert model_fingerprint(model) != before
