@@ -73,3 +73,23 @@ def test_js_input_errors():
         js0(block_spectra([1]))
     with pytest.raises(ValueError, match="normalize"):
         js_matrix(block_spectra([1, 2]), normalize="lambda")
+
+
+def test_log_axis_separates_scales_that_the_linear_axis_merges():
+    """Two blocks 4 decades apart, both next to a dominant block: on the linear axis with
+    1 % smoothing they are the same spike at 0; on the log axis they are far apart."""
+    rng = np.random.default_rng(0)
+    big = SpectralDensity.from_eigenvalues(rng.uniform(0.5, 1.0, 50))
+    small = SpectralDensity.from_eigenvalues(rng.uniform(0.5, 1.0, 50) * 1e-3)
+    tiny = SpectralDensity.from_eigenvalues(rng.uniform(0.5, 1.0, 50) * 1e-7)
+    spectra = {"big": big, "small": small, "tiny": tiny}
+    linear = js_matrix(spectra)
+    log = js_matrix(spectra, axis="log", sigma=1.0)
+    assert linear.loc["small", "tiny"] < 1e-3
+    assert log.loc["small", "tiny"] > 0.5
+    # the log map keeps sign and floors |λ| below 10^-decades of the scale at 0
+    neg = SpectralDensity.from_eigenvalues([-1.0, 1e-12, 1.0])
+    mapped = js_matrix({"a": neg, "b": neg}, axis="log", decades=8)
+    assert mapped.loc["a", "b"] == 0
+    with pytest.raises(ValueError, match="axis"):
+        js_matrix(spectra, axis="sqrt")

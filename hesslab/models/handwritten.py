@@ -35,6 +35,21 @@ class VGG(nn.Module):
             nn.Flatten(), nn.Linear(c * image_size * image_size, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
         )
+        self._init_like_torchvision()
+
+    def _init_like_torchvision(self):
+        # torchvision's VGG initialisation: with PyTorch's default (uniform, gain 1/sqrt(3))
+        # the signal shrinks layer by layer and a deep VGG starts with an almost flat Hessian.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         """Images ``[B, C, H, W]`` -> logits ``[B, classes]``."""
