@@ -1,0 +1,184 @@
+"""Block heterogeneity at initialisation per model: blockwise spectra, JS heatmaps, JS⁰.
+
+:func:`blockwise_at_init` measures the blockwise Hessian spectra of a freshly initialised
+model of :mod:`hesslab.models` on the book's offline data (:func:`hesslab.zoo.model_batches`,
+``split="hessian"``), with the blocks the paper samples (:func:`sampled_blocks`) and the
+Lanczos settings of a profile (:data:`SETTINGS`). Results are cached.
+
+Two JS⁰ variants are reported side by side (:data:`JS_VARIANTS`):
+
+* ``"linear"``: the densities on the shared-max-normalised linear axis, 1 % smoothing
+  (the paper's axis; its exact JS recipe is not public);
+* ``"log"`` (the book's main variant, its own choice): the same nodes on a log10 axis with
+  one-decade smoothing, which resolves blocks whose curvature differs by orders of
+  magnitude (see :mod:`hesslab.js`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .js import js0, js_matrix
+from .models import BuiltModel, build
+from .slq import blockwise_slq
+from .spectra import SpectralDensity
+from .zoo import model_batches
+
+#: profile -> Hessian data and Lanczos settings. ``text``/``vision``: (batches, batch size).
+SETTINGS = {
+    "smoke": {"size": "smoke", "text": (2, 4), "vision": (2, 32), "num_steps": 10, "num_probes": 2},
+    "cpu": {"size": "cpu", "text": (2, 16), "vision": (2, 128), "num_steps": 20, "num_probes": 4},
+    # the paper: 100 steps, 10 probes; GPT-2's Hessian batch 60 × 8 × 1024 tokens (SPEC A.0/A.1)
+    "paper": {"size": "paper", "text": (60, 8), "vision": (30, 256), "num_steps": 100, "num_probes": 10},
+}
+
+#: name -> options of :func:`hesslab.js.js_matrix`
+JS_VARIANTS = {
+    "log": {"axis": "log", "sigma": 1.0},
+    "linear": {"axis": "linear"},
+}
+
+#: Table 1 as recalled in SPEC A.7 (unverified; column assignment of the last three disputed)
+PAPER_TABLE1 = {"resnet18": 0.10, "vgg16": 0.09, "gpt2-pretrained": 18.84, "mlp-mixer": 34.90, "bert": 53.38,
+                "gpt2-nano": 83.23, "vit-base": 286.41, "gpt2": 371.68}
+
+#: blocks smaller than this are left out (biases of tiny models, token-type embeddings)
+MIN_BLOCK_DIM = 16
+
+
+def sampled_blocks(name: str, built: BuiltModel):
+    """The blocks whose spectra are compared: the paper's presets where its code has them.
+
+    GPT-2 family: ``"gpt2-paper"`` (``wte`` and Q, K, V, attention output and both MLP
+    matrices in 4 sampled layers); ViT: ``"vit-paper"`` (fused QKV); every other model:
+    each weight matrix or convolution kernel (tensors with 2 or more dimensions).
+    """
+    if name.startswith("gpt2"):
+        return "gpt2-paper"
+    if name == "vit-base":
+        return "vit-paper"
+    shapes = dict(built.model.named_parameters())
+    return [n for n, p in shapes.items() if p.ndim >= 2 and p.numel() >= MIN_BLOCK_DIM]
+
+
+def hessian_data(built: BuiltModel, profile: str, *, num_batches: int | None = None, seed: int = 0) -> list:
+    """The batches on which a profile measures Hessians (``split="hessian"``)."""
+    text = built.inputs["kind"] in ("tokens", "masked-tokens")
+    batches, batch_size = SETTINGS[profile]["text" if text else "vision"]
+    return model_batches(built, num_batches or batches, batch_size, seed=seed, split="hessian")
+
+
+def _device(device) -> torch.device:
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_batches: int | None = None,
+                      num_steps: int | None = None, num_probes: int | None = None, probe_seed: int = 0,
+                      device=None, cache=True, progress: bool = True) -> dict[str, SpectralDensity]:
+    """Blockwise spectra of ``name`` at initialisation.
+
+    Args:
+        name: a model of :data:`hesslab.models.NAMES`.
+        profile: ``"smoke"``, ``"cpu"`` or ``"paper"`` (:data:`SETTINGS`).
+        seed: initialisation and data seed.
+        num_batches, num_steps, num_probes: override the profile's Hessian batches,
+            Lanczos steps and probes (for convergence studies).
+        probe_seed: seed of the probe vectors.
+        device: where to compute (default: CUDA when available).
+        cache: see :func:`hesslab.blockwise_slq`.
+        progress: progress bar.
+
+    Returns:
+        ``{block_name: SpectralDensity}`` of the blocks with at least :data:`MIN_BLOCK_DIM` entries.
+    """
+    if profile not in SETTINGS:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(SETTINGS)}")
+    settings = SETTINGS[profile]
+    device = _device(device)
+    built = build(name, settings["size"], seed=seed, device=device)
+    data = [_to(batch, device) for batch in hessian_data(built, profile, num_batches=num_batches, seed=seed)]
+    spectra = blockwise_slq(built.model, built.loss_fn, data, sampled_blocks(name, built),
+                            num_steps=num_steps or settings["num_steps"], num_probes=num_probes or settings["num_probes"],
+                            seed=probe_seed, batchnorm="train", cache=cache, progress=progress)
+    return {k: v for k, v in spectra.items() if v.dim >= MIN_BLOCK_DIM}
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return type(obj)(_to(v, device) for v in obj)
+
+
+def js0_variants(spectra: dict[str, SpectralDensity]) -> dict[str, float]:
+    """JS⁰ under every variant of :data:`JS_VARIANTS`."""
+    return {variant: js0(spectra, **options) for variant, options in JS_VARIANTS.items()}
+
+
+def js_heatmap(spectra: dict[str, SpectralDensity], variant: str = "log") -> pd.DataFrame:
+    """Pairwise JS among the blocks (Figure 4's heatmap) under ``variant``."""
+    return js_matrix(spectra, **JS_VARIANTS[variant])
+
+
+def scale_spread(spectra: dict[str, SpectralDensity]) -> float:
+    """Orders of magnitude between the flattest and the sharpest block: ``log10(max λ_max / min λ_max)``."""
+    tops = np.array([max(s.lambda_max, 1e-30) for s in spectra.values()])
+    return float(np.log10(tops.max() / tops.min()))
+
+
+def heterogeneity_table(names, profile: str = "cpu", *, seed: int = 0, cache=True, progress: bool = True,
+                        **kwargs) -> pd.DataFrame:
+    """JS⁰ (every variant), block count and scale spread per model, at initialisation.
+
+    Returns:
+        A DataFrame indexed by model with columns ``family``, ``blocks``, ``js0_log``,
+        ``js0_linear``, ``scale_spread`` and ``paper`` (the recalled Table 1 value or NaN).
+    """
+    rows = {}
+    for name in tqdm(list(names), desc="models", disable=not progress):
+        spectra = blockwise_at_init(name, profile, seed=seed, cache=cache, progress=False, **kwargs)
+        rows[name] = {"family": build(name, "smoke").family, "blocks": len(spectra),
+                      **{f"js0_{k}": v for k, v in js0_variants(spectra).items()},
+                      "scale_spread": scale_spread(spectra), "paper": PAPER_TABLE1.get(name, np.nan)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def probe_spread(spectra: dict[str, SpectralDensity], variant: str = "log") -> tuple[float, float]:
+    """Mean and standard deviation of JS⁰ over the single-probe spectra (error bars over probe seeds)."""
+    k = min(s.num_probes for s in spectra.values())
+    values = [js0({n: SpectralDensity(s.nodes[i:i + 1], s.weights[i:i + 1], s.dim) for n, s in spectra.items()},
+                  **JS_VARIANTS[variant]) for i in range(k)]
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if k > 1 else 0.0
+
+
+def convergence_study(name: str, profile: str = "cpu", *, batches=(1, 2, 4), steps=(10, 20, 40),
+                      seed: int = 0, cache=True, progress: bool = True) -> pd.DataFrame:
+    """How JS⁰ moves with the Hessian batch count and the Lanczos steps (one at a time).
+
+    The other setting stays at the profile's value. Error bars: JS⁰ of each single probe.
+
+    Returns:
+        Rows ``setting`` (``"batches"``/``"steps"``), ``value``, ``tokens`` (examples or
+        predicted tokens in the Hessian batch), ``js0`` (all probes, book variant),
+        ``js0_linear``, ``probe_mean``, ``probe_sd``, ``scale_spread``.
+    """
+    base = SETTINGS[profile]
+    runs = [("batches", b, dict(num_batches=b)) for b in batches] + [("steps", m, dict(num_steps=m)) for m in steps]
+    rows = []
+    for setting, value, override in tqdm(runs, desc=f"{name} convergence", disable=not progress):
+        spectra = blockwise_at_init(name, profile, seed=seed, cache=cache, progress=False, **override)
+        built = build(name, "smoke")
+        text = built.inputs["kind"] in ("tokens", "masked-tokens")
+        count, size = base["text" if text else "vision"]
+        count = override.get("num_batches", count)
+        per_example = build(name, base["size"]).inputs.get("seq", 1) if text else 1
+        mean, sd = probe_spread(spectra)
+        variants = js0_variants(spectra)
+        rows.append({"setting": setting, "value": value, "tokens": count * size * per_example,
+                     "js0": variants["log"], "js0_linear": variants["linear"], "probe_mean": mean, "probe_sd": sd,
+                     "scale_spread": scale_spread(spectra)})
+    return pd.DataFrame(rows)
