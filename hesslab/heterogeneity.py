@@ -182,3 +182,48 @@ def convergence_study(name: str, profile: str = "cpu", *, batches=(1, 2, 4), ste
                      "js0": variants["log"], "js0_linear": variants["linear"], "probe_mean": mean, "probe_sd": sd,
                      "scale_spread": scale_spread(spectra)})
     return pd.DataFrame(rows)
+
+
+def check_against_exact(name: str, profile: str = "cpu", *, max_dim: int = 1000, seed: int = 0,
+                        cache=True) -> pd.DataFrame:
+    """SLQ λ_max of every block with at most ``max_dim`` entries against ``eigvalsh`` of the explicit block.
+
+    Returns:
+        Rows per checked block: ``dim``, ``slq`` and ``exact`` λ_max, ``rel_error``, and
+        ``w1_rel`` (Wasserstein-1 distance between the SLQ density and the exact spectrum,
+        relative to the exact spectral range).
+    """
+    from .hvp import HessianOperator
+    from .slq import exact_block_eigenvalues
+
+    settings = SETTINGS[profile]
+    built = build(name, settings["size"], seed=seed)
+    data = hessian_data(built, profile, seed=seed)
+    spectra = blockwise_at_init(name, profile, seed=seed, cache=cache, progress=False, device="cpu")
+    small = [b for b, s in spectra.items() if s.dim <= max_dim]
+    if not small:
+        raise ValueError(f"no block of {name!r} has at most {max_dim} entries; raise max_dim")
+    operator = HessianOperator(built.model, built.loss_fn, data, batchnorm="train")
+    exact = exact_block_eigenvalues(operator, small, max_dim=max_dim)
+    rows = {}
+    for block, eigenvalues in exact.items():
+        s = spectra[block]
+        span = float(eigenvalues[-1] - eigenvalues[0]) or 1.0
+        rows[block] = {"dim": s.dim, "slq": s.lambda_max, "exact": float(eigenvalues[-1]),
+                       "rel_error": abs(s.lambda_max - eigenvalues[-1]) / abs(eigenvalues[-1]),
+                       "w1_rel": s.wasserstein1(eigenvalues) / span}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def representative_blocks(name: str, spectra: dict[str, SpectralDensity], count: int = 4) -> list[str]:
+    """``count`` blocks to show side by side (Figure 3): for BERT the first layer's Q, K, V and
+    MLP input matrices (the paper's choice is unverified), otherwise blocks evenly spaced in depth."""
+    names = list(spectra)
+    if name == "bert":
+        wanted = ["layer.0.attention.self.query", "layer.0.attention.self.key", "layer.0.attention.self.value",
+                  "layer.0.intermediate.dense"]
+        picked = [next((n for n in names if w in n), None) for w in wanted]
+        if all(picked):
+            return picked[:count]
+    index = np.linspace(0, len(names) - 1, min(count, len(names))).round().astype(int)
+    return [names[i] for i in index]

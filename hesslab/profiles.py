@@ -44,3 +44,14 @@ CHAPTER_PARAMETERS["methods"] = {
     "cpu": {},
     "paper": {"bench_layers": 12, "bench_width": 768, "bench_repeats": 10},
 }
+
+# Blockwise spectra at initialisation (notebooks/heterogeneity.md, blockwise.md, js0_gap.md,
+# convergence.md): the profile picks the model sizes and the Hessian/Lanczos settings
+# (hesslab.heterogeneity.SETTINGS), so only the convergence grid changes here.
+for _chapter in ("heterogeneity", "blockwise", "js0_gap"):
+    CHAPTER_PARAMETERS[_chapter] = {"smoke": {}, "cpu": {}, "paper": {}}
+CHAPTER_PARAMETERS["convergence"] = {
+    "smoke": {"batches": [1, 2], "steps": [5, 10]},
+    "cpu": {},
+    "paper": {"batches": [15, 30, 60], "steps": [50, 100, 200]},
+}
