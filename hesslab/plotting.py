@@ -159,3 +159,16 @@ def plot_spectrum(ax, density, *, sigma: float, grid=None, label: str | None = N
     ax.semilogy(grid, values, label=label, color=color, **line_kwargs)
     ax.set_ylim(bottom=floor)
     return grid, values
+
+
+_PREFIXES = ("bert.embeddings.", "bert.", "transformer.", "vit.encoder.", "vit.embeddings.",
+             "vit.", "resnet.embedder.", "attention.self.", "cls.predictions.")
+
+
+def short_block_name(name: str, width: int = 24) -> str:
+    """A block name for axis labels: library prefixes and ``.weight`` dropped, at most ``width`` characters."""
+    name = name.replace("bert.encoder.layer.", "L").replace("resnet.encoder.stages.", "stage")
+    for prefix in _PREFIXES:
+        name = name.replace(prefix, "")
+    name = name.replace(".weight", "").replace("layers.", "L").replace("layer.", "L")
+    return name if len(name) <= width else "…" + name[-(width - 1):]

@@ -40,3 +40,11 @@ def test_plot_histories_draws_relative_log_curves():
     assert [l.get_label() for l in lines] == ["GD", "Adam"]
     assert np.allclose(lines[0].get_ydata(), [1.0, 0.5, 0.25]) and np.allclose(lines[1].get_ydata(), [1.0, 0.25])
     plt.close(fig)
+
+
+def test_short_block_name():
+    from hesslab.plotting import short_block_name
+
+    assert short_block_name("bert.encoder.layer.0.attention.self.query.weight") == "L0.query"
+    assert short_block_name("transformer.h.3.attn.q") == "h.3.attn.q"
+    assert len(short_block_name("x" * 60, width=10)) == 10
