@@ -55,3 +55,6 @@ CHAPTER_PARAMETERS["convergence"] = {
     "cpu": {},
     "paper": {"batches": [15, 30, 60], "steps": [50, 100, 200]},
 }
+
+# The explicit Hessian of the digits MLP (notebooks/mlp_hessian.md): cheap at every profile.
+CHAPTER_PARAMETERS["mlp_hessian"] = {"smoke": {"steps": 300}, "cpu": {}, "paper": {"steps": 3000}}
