@@ -71,7 +71,8 @@ def hessian_data(built: BuiltModel, profile: str, *, num_batches: int | None = N
     return model_batches(built, num_batches or batches, batch_size, seed=seed, split="hessian")
 
 
-def _device(device) -> torch.device:
+def default_device(device=None) -> torch.device:
+    """``device``, or CUDA when available, else the CPU."""
     return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
@@ -97,21 +98,22 @@ def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_bat
     if profile not in SETTINGS:
         raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(SETTINGS)}")
     settings = SETTINGS[profile]
-    device = _device(device)
+    device = default_device(device)
     built = build(name, settings["size"], seed=seed, device=device)
-    data = [_to(batch, device) for batch in hessian_data(built, profile, num_batches=num_batches, seed=seed)]
+    data = [to_device(batch, device) for batch in hessian_data(built, profile, num_batches=num_batches, seed=seed)]
     spectra = blockwise_slq(built.model, built.loss_fn, data, sampled_blocks(name, built),
                             num_steps=num_steps or settings["num_steps"], num_probes=num_probes or settings["num_probes"],
                             seed=probe_seed, batchnorm="train", cache=cache, progress=progress)
     return {k: v for k, v in spectra.items() if v.dim >= MIN_BLOCK_DIM}
 
 
-def _to(obj, device):
+def to_device(obj, device):
+    """A batch (tensors, dicts, tuples of them) moved to ``device``."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return type(obj)(_to(v, device) for v in obj)
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return type(obj)(to_device(v, device) for v in obj)
 
 
 def js0_variants(spectra: dict[str, SpectralDensity]) -> dict[str, float]:

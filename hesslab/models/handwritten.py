@@ -35,9 +35,9 @@ class VGG(nn.Module):
             nn.Flatten(), nn.Linear(c * image_size * image_size, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
         )
-        self._init_like_torchvision()
+        self._init_like_torchvision(hidden)
 
-    def _init_like_torchvision(self):
+    def _init_like_torchvision(self, hidden):
         # torchvision's VGG initialisation: with PyTorch's default (uniform, gain 1/sqrt(3))
         # the signal shrinks layer by layer and a deep VGG starts with an almost flat Hessian.
         for m in self.modules():
@@ -48,7 +48,9 @@ class VGG(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
+                # torchvision: N(0, 0.01) for 4096-wide layers; a narrower VGG keeps the same
+                # gain per layer, std·sqrt(width), or its logits start at ~0 and the Hessian is ~0.
+                nn.init.normal_(m.weight, 0, 0.01 * (4096 / hidden) ** 0.5)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
