@@ -58,3 +58,11 @@ CHAPTER_PARAMETERS["convergence"] = {
 
 # The explicit Hessian of the digits MLP (notebooks/mlp_hessian.md): cheap at every profile.
 CHAPTER_PARAMETERS["mlp_hessian"] = {"smoke": {"steps": 300}, "cpu": {}, "paper": {"steps": 3000}}
+
+# Full-Hessian spectra over training (notebooks/full_spectra.md); Lanczos settings in
+# hesslab.full_spectra.FULL_SETTINGS, checkpoints from the gap study.
+CHAPTER_PARAMETERS["full_spectra"] = {
+    "smoke": {"models": ["resnet18", "gpt2-nano"]},
+    "cpu": {},
+    "paper": {"models": ["resnet18", "vgg16", "gpt2-nano", "bert", "vit-base", "gpt2"]},
+}
