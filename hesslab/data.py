@@ -198,3 +198,17 @@ def image_batches(images: Tensor, labels: Tensor, batch_size: int, num_batches: 
     if not chunks:
         raise ValueError(f"fewer than batch_size={batch_size} examples")
     return [(images[c], labels[c]) for c in chunks]
+
+
+def to_device(batch, device):
+    """A batch (tensors, and dicts, lists or tuples of them) moved to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return type(batch)(to_device(v, device) for v in batch)
+
+
+def default_device(device=None) -> torch.device:
+    """``device``, or CUDA when available, else the CPU."""
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -13,7 +13,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .gap import STAGES, gap_study
-from .heterogeneity import JS_VARIANTS, SETTINGS, default_device, hessian_data, to_device
+from .data import default_device, to_device
+from .heterogeneity import JS_VARIANTS, SETTINGS, hessian_data
 from .hvp import HessianOperator
 from .js import js_distance
 from .models import build

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from .js import js0, js_matrix
 from .models import BuiltModel, build
 from .slq import blockwise_slq
 from .spectra import SpectralDensity
+from .data import default_device, to_device
 from .zoo import model_batches
 
 #: profile -> Hessian data and Lanczos settings. ``text``/``vision``: (batches, batch size).
@@ -71,11 +71,6 @@ def hessian_data(built: BuiltModel, profile: str, *, num_batches: int | None = N
     return model_batches(built, num_batches or batches, batch_size, seed=seed, split="hessian")
 
 
-def default_device(device=None) -> torch.device:
-    """``device``, or CUDA when available, else the CPU."""
-    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_batches: int | None = None,
                       num_steps: int | None = None, num_probes: int | None = None, probe_seed: int = 0,
                       device=None, cache=True, progress: bool = True) -> dict[str, SpectralDensity]:
@@ -105,15 +100,6 @@ def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_bat
                             num_steps=num_steps or settings["num_steps"], num_probes=num_probes or settings["num_probes"],
                             seed=probe_seed, batchnorm="train", cache=cache, progress=progress)
     return {k: v for k, v in spectra.items() if v.dim >= MIN_BLOCK_DIM}
-
-
-def to_device(obj, device):
-    """A batch (tensors, dicts, tuples of them) moved to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    return type(obj)(to_device(v, device) for v in obj)
 
 
 def js0_variants(spectra: dict[str, SpectralDensity]) -> dict[str, float]:

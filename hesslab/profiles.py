@@ -66,3 +66,6 @@ CHAPTER_PARAMETERS["full_spectra"] = {
     "cpu": {},
     "paper": {"models": ["resnet18", "vgg16", "gpt2-nano", "bert", "vit-base", "gpt2"]},
 }
+
+# The gap (notebooks/gap.md): budgets and grids per profile live in hesslab.gap.gap_settings.
+CHAPTER_PARAMETERS["gap"] = {"smoke": {}, "cpu": {}, "paper": {}}

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cache import open_cache
+from .data import to_device
 from .hvp import call_model
 
 OPTIMIZERS = ("adamw", "adam-nobc", "sgd")
@@ -138,6 +139,7 @@ def train(
     cache_key: dict | None = None,
     checkpoint_every: int = 100,
     progress: bool = True,
+    device=None,
 ) -> TrainResult:
     """Train a freshly built model with one optimiser.
 
@@ -150,6 +152,7 @@ def train(
         cache_key: what identifies model and data in the cache (required with ``cache``).
         checkpoint_every: steps between resumable checkpoints (with a cache).
         progress: progress bar.
+        device: where to train (default: CPU); checkpoint states are kept on the CPU.
 
     Returns:
         The :class:`TrainResult`; a diverged run has non-finite losses from the step it diverged.
@@ -163,7 +166,8 @@ def train(
     if store is not None and (hit := store.load("train", key)) is not None:
         return TrainResult(config, hit["losses"], _unpack(hit["states"]))
     torch.manual_seed(config.seed)
-    model = build_model().train()
+    device = torch.device(device or "cpu")
+    model = build_model().to(device).train()
     opt = make_optimizer(config, model.parameters())
     losses = np.full(config.steps, np.nan)
     states: dict = {}
@@ -171,17 +175,17 @@ def train(
     start = 0
     if store is not None and (part := store.load_partial("train", key)) is not None:
         saved = _unpack(part["state"])
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(saved["model"])  # load_state_dict copies onto the model's device
         opt.load_state_dict(saved["optimizer"])
         states, start = saved["states"], saved["step"]
         losses[:start] = part["losses"][:start]
     for step in tqdm(range(start, config.steps), desc=f"{config.optimizer} lr={config.lr:g}", disable=not progress,
                      leave=False, initial=start, total=config.steps):
         if step in marks:
-            states[marks[step]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            states[marks[step]] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         for group in opt.param_groups:
             group["lr"] = learning_rate(config, step)
-        inputs, targets = batches[step % len(batches)]
+        inputs, targets = to_device(batches[step % len(batches)], device)
         loss = loss_fn(call_model(model, inputs), targets)
         losses[step] = float(loss.detach())
         if not math.isfinite(losses[step]):
@@ -195,7 +199,7 @@ def train(
             snapshot = {"model": model.state_dict(), "optimizer": opt.state_dict(), "states": states, "step": step + 1}
             store.save_partial("train", key, {"state": _pack(snapshot), "losses": losses})
     if config.steps in marks:
-        states[marks[config.steps]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        states[marks[config.steps]] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     result = TrainResult(config, losses, states)
     if store is not None:
         store.save("train", key, {"losses": losses, "states": _pack(states)})
