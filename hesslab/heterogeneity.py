@@ -204,8 +204,11 @@ def check_against_exact(name: str, profile: str = "cpu", *, max_dim: int = 1000,
 
 
 def representative_blocks(name: str, spectra: dict[str, SpectralDensity], count: int = 4) -> list[str]:
-    """``count`` blocks to show side by side (Figure 3): for BERT the first layer's Q, K, V and
-    MLP input matrices (the paper's choice is unverified), otherwise blocks evenly spaced in depth."""
+    """``count`` blocks to show side by side (Figure 3).
+
+    For BERT the first layer's Q, K, V and MLP input matrices (the paper's choice is
+    unverified), otherwise blocks evenly spaced in depth.
+    """
     names = list(spectra)
     if name == "bert":
         wanted = ["layer.0.attention.self.query", "layer.0.attention.self.key", "layer.0.attention.self.value",
