@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .cache import open_cache
 from .data import to_device
+from .fingerprint import model_fingerprint
 from .hvp import call_model
 
 OPTIMIZERS = ("adamw", "adam-nobc", "sgd")
@@ -162,12 +163,15 @@ def train(
     store = open_cache(cache)
     if store is not None and cache_key is None:
         raise ValueError("pass cache_key={...} describing the model and data when caching a training run")
-    key = {"run": cache_key, "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
+    torch.manual_seed(config.seed)
+    model = build_model()
+    # the initial parameters are part of the key: a changed initialisation is a new run
+    key = {"run": cache_key, "init": model_fingerprint(model),
+           "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
     if store is not None and (hit := store.load("train", key)) is not None:
         return TrainResult(config, hit["losses"], _unpack(hit["states"]))
-    torch.manual_seed(config.seed)
     device = torch.device(device or "cpu")
-    model = build_model().to(device).train()
+    model = model.to(device).train()
     opt = make_optimizer(config, model.parameters())
     losses = np.full(config.steps, np.nan)
     states: dict = {}

@@ -95,3 +95,22 @@ def test_schedule_and_gap():
         train(build, F.cross_entropy, batches, TrainConfig("lion", 1e-3, 2), progress=False)
     with pytest.raises(ValueError, match="cache_key"):
         train(build, F.cross_entropy, batches, TrainConfig("sgd", 1e-3, 2), cache=True, progress=False)
+
+
+def test_a_changed_initialisation_is_not_served_from_the_cache(tmp_path):
+    """The cache key holds the initial parameters, not only the model's name."""
+    from hesslab.train import TrainConfig, train
+
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    config = TrainConfig("sgd", 0.1, 3)
+    loss = torch.nn.functional.cross_entropy
+    first = train(lambda: torch.nn.Linear(3, 2), loss, [(x, y)], config, cache=tmp_path, cache_key={"m": "lin"},
+                  progress=False)
+
+    def rescaled():
+        layer = torch.nn.Linear(3, 2)
+        layer.weight.data *= 10
+        return layer
+
+    second = train(rescaled, loss, [(x, y)], config, cache=tmp_path, cache_key={"m": "lin"}, progress=False)
+    assert not np.allclose(first.losses, second.losses)
