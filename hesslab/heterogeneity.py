@@ -135,40 +135,54 @@ def heterogeneity_table(names, profile: str = "cpu", *, seed: int = 0, cache=Tru
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def probe_spread(spectra: dict[str, SpectralDensity], variant: str = "log") -> tuple[float, float]:
-    """Mean and standard deviation of JS⁰ over the single-probe spectra (error bars over probe seeds)."""
+def _probe_subset(spectra: dict[str, SpectralDensity], probes: slice) -> dict[str, SpectralDensity]:
+    return {n: SpectralDensity(s.nodes[probes], s.weights[probes], s.dim) for n, s in spectra.items()}
+
+
+def probe_spread(spectra: dict[str, SpectralDensity], group: int = 1, variant: str = "log") -> tuple[float, float]:
+    """Mean and standard deviation of JS⁰ over disjoint groups of ``group`` probes (error bars over probe seeds).
+
+    Each block's probes are independent, so each group is an independent estimate with
+    ``group`` probes per block.
+    """
     k = min(s.num_probes for s in spectra.values())
-    values = [js0({n: SpectralDensity(s.nodes[i:i + 1], s.weights[i:i + 1], s.dim) for n, s in spectra.items()},
-                  **JS_VARIANTS[variant]) for i in range(k)]
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if k > 1 else 0.0
+    if not 1 <= group <= k:
+        raise ValueError(f"group must be between 1 and the number of probes {k}, got {group}")
+    values = [js0(_probe_subset(spectra, slice(i, i + group)), **JS_VARIANTS[variant])
+              for i in range(0, k - group + 1, group)]
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def convergence_study(name: str, profile: str = "cpu", *, batches=(1, 2, 4), steps=(10, 20, 40),
-                      seed: int = 0, cache=True, progress: bool = True) -> pd.DataFrame:
-    """How JS⁰ moves with the Hessian batch count and the Lanczos steps (one at a time).
+                      probes=(1, 2, 4, 8), seed: int = 0, cache=True, progress: bool = True) -> pd.DataFrame:
+    """How JS⁰ moves with the Hessian batch count, the Lanczos steps and the probes (one at a time).
 
-    The other setting stays at the profile's value. Error bars: JS⁰ of each single probe.
+    The other settings stay at the profile's values. Batches and steps: one run each, error
+    bars from its single probes. Probes: one run with ``max(probes)`` probes, split into
+    disjoint groups of each size (mean and spread over the groups).
 
     Returns:
-        Rows ``setting`` (``"batches"``/``"steps"``), ``value``, ``tokens`` (examples or
-        predicted tokens in the Hessian batch), ``js0`` (all probes, book variant),
-        ``js0_linear``, ``probe_mean``, ``probe_sd``, ``scale_spread``.
+        Rows ``setting`` (``"batches"``/``"steps"``/``"probes"``), ``value``, ``tokens``
+        (examples, or token positions, in the Hessian batch), ``js0`` (book variant; for
+        probes the mean over groups), ``js0_linear``, ``probe_mean``, ``probe_sd``,
+        ``scale_spread``.
     """
     base = SETTINGS[profile]
-    runs = [("batches", b, dict(num_batches=b)) for b in batches] + [("steps", m, dict(num_steps=m)) for m in steps]
+    text = build(name, "smoke").inputs["kind"] in ("tokens", "masked-tokens")
+    count, size = base["text" if text else "vision"]
+    per_example = build(name, base["size"]).inputs.get("seq", 1) if text else 1
+    runs = ([("batches", b, dict(num_batches=b)) for b in batches] + [("steps", m, dict(num_steps=m)) for m in steps]
+            + [("probes", k, dict(num_probes=max(probes))) for k in probes])
     rows = []
     for setting, value, override in tqdm(runs, desc=f"{name} convergence", disable=not progress):
         spectra = blockwise_at_init(name, profile, seed=seed, cache=cache, progress=False, **override)
-        built = build(name, "smoke")
-        text = built.inputs["kind"] in ("tokens", "masked-tokens")
-        count, size = base["text" if text else "vision"]
-        count = override.get("num_batches", count)
-        per_example = build(name, base["size"]).inputs.get("seq", 1) if text else 1
-        mean, sd = probe_spread(spectra)
+        group = value if setting == "probes" else 1
+        mean, sd = probe_spread(spectra, group)
         variants = js0_variants(spectra)
-        rows.append({"setting": setting, "value": value, "tokens": count * size * per_example,
-                     "js0": variants["log"], "js0_linear": variants["linear"], "probe_mean": mean, "probe_sd": sd,
-                     "scale_spread": scale_spread(spectra)})
+        tokens = override.get("num_batches", count) * size * per_example
+        rows.append({"setting": setting, "value": value, "tokens": tokens,
+                     "js0": mean if setting == "probes" else variants["log"], "js0_linear": variants["linear"],
+                     "probe_mean": mean, "probe_sd": sd, "scale_spread": scale_spread(spectra)})
     return pd.DataFrame(rows)
 
 

@@ -51,9 +51,9 @@ CHAPTER_PARAMETERS["methods"] = {
 for _chapter in ("heterogeneity", "blockwise", "js0_gap"):
     CHAPTER_PARAMETERS[_chapter] = {"smoke": {}, "cpu": {}, "paper": {}}
 CHAPTER_PARAMETERS["convergence"] = {
-    "smoke": {"batches": [1, 2], "steps": [5, 10]},
+    "smoke": {"batches": [1, 2], "steps": [5, 10], "probes": [1, 2, 4]},
     "cpu": {},
-    "paper": {"batches": [15, 30, 60], "steps": [50, 100, 200]},
+    "paper": {"batches": [15, 30, 60], "steps": [50, 100, 200], "probes": [1, 2, 5, 10, 20]},
 }
 
 # The explicit Hessian of the digits MLP (notebooks/mlp_hessian.md): cheap at every profile.

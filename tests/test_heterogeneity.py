@@ -44,12 +44,18 @@ def test_representative_bert_blocks_are_first_layer_qkv_and_mlp(tmp_path):
 
 
 def test_convergence_study_and_probe_spread(tmp_path):
-    study = het.convergence_study("gpt2-nano", "smoke", batches=(1, 2), steps=(5, 10), cache=tmp_path, progress=False)
-    assert list(study.setting) == ["batches", "batches", "steps", "steps"]
+    study = het.convergence_study("gpt2-nano", "smoke", batches=(1, 2), steps=(5, 10), probes=(1, 2, 4),
+                                  cache=tmp_path, progress=False)
+    assert list(study.setting) == ["batches", "batches", "steps", "steps", "probes", "probes", "probes"]
     assert list(study.tokens[:2]) == [4 * 16, 2 * 4 * 16]
     # the (2 batches, 10 steps) run is the profile's own setting: the same number twice
     assert study.js0[1] == study.js0[3]
     assert (study.probe_sd >= 0).all() and np.isfinite(study.js0).all()
+    # all 4 probes in one group: no spread, and the value is the all-probe JS⁰ of that run
+    spectra = het.blockwise_at_init("gpt2-nano", "smoke", num_probes=4, cache=tmp_path, progress=False)
+    assert study.probe_sd.iloc[-1] == 0 and study.js0.iloc[-1] == pytest.approx(het.js0_variants(spectra)["log"])
+    with pytest.raises(ValueError, match="group"):
+        het.probe_spread(spectra, 5)
 
 
 def test_table_and_errors(tmp_path):
