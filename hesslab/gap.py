@@ -44,16 +44,27 @@ LR_GRID = {
     "vision": {"adamw": (1e-3, 3e-3, 1e-2, 3e-2), "sgd": (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)},
 }
 
+#: the paper profile's grids, around the paper's settings (GPT-2 code: AdamW 6e-4)
+LR_GRID_PAPER = {
+    "text": {"adamw": (3e-4, 6e-4, 1.2e-3), "sgd": (0.03, 0.1, 0.3, 1.0)},
+    "vision": {"adamw": (3e-4, 1e-3, 3e-3), "sgd": (0.01, 0.03, 0.1, 0.3)},
+}
+
 #: input kind -> schedule options: cosine decay for both (the paper's vision setting);
 #: warm-up and clipping for the text models, as the paper's GPT-2 code.
 _SCHEDULE = {"text": dict(schedule="cosine", warmup=50, clip=1.0), "vision": dict(schedule="cosine", warmup=0, clip=None)}
+
+#: the paper profile follows the paper's code: GPT-2 AdamW β = (0.9, 0.95), weight decay 0.1;
+#: vision weight decay 1e-4 (SPEC A.9)
+_PAPER = {"text": dict(warmup=500, betas=(0.9, 0.95), weight_decay=0.1), "vision": dict(weight_decay=1e-4)}
 
 
 def gap_settings(name: str, profile: str) -> dict:
     """Training settings of ``name`` under ``profile`` (what :func:`gap_study` runs).
 
     Returns:
-        ``{"size", "batch_size", "num_batches", "steps", "schedule", "warmup", "clip", "lrs": {optimizer: grid}}``.
+        ``{"size", "batch_size", "num_batches", "steps", "schedule", "warmup", "clip", "betas",
+        "weight_decay", "lrs": {optimizer: grid}}``.
     """
     if profile not in _BUDGET:
         raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(_BUDGET)}")
@@ -61,8 +72,11 @@ def gap_settings(name: str, profile: str) -> dict:
     budget = {**_BUDGET[profile][kind], **_MODEL_BUDGET.get((name, profile), {})}
     if profile == "smoke":
         budget["warmup"] = 0
-    return {"size": SIZE_OF_PROFILE[profile], **budget, **{k: v for k, v in _SCHEDULE[kind].items() if k not in budget},
-            "lrs": {k: list(v) for k, v in LR_GRID[kind].items()}}
+    if profile == "paper":
+        budget.update(_PAPER[kind])
+    grid = (LR_GRID_PAPER if profile == "paper" else LR_GRID)[kind]
+    return {"size": SIZE_OF_PROFILE[profile], "betas": (0.9, 0.999), "weight_decay": 0.0, **budget,
+            **{k: v for k, v in _SCHEDULE[kind].items() if k not in budget}, "lrs": {k: list(v) for k, v in grid.items()}}
 
 
 @dataclass
@@ -116,7 +130,8 @@ def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, pro
     best, runs = {}, {}
     for optimizer, lrs in settings["lrs"].items():
         base = _train.TrainConfig(optimizer, 0.0, settings["steps"], schedule=settings["schedule"],
-                                  warmup=settings["warmup"], clip=settings["clip"], checkpoints=STAGES, seed=seed)
+                                  warmup=settings["warmup"], clip=settings["clip"], betas=tuple(settings["betas"]),
+                                  weight_decay=settings["weight_decay"], checkpoints=STAGES, seed=seed)
         best[optimizer], runs[optimizer] = _train.grid_search(
             lambda: build(name, settings["size"], seed=seed).model, built.loss_fn, batches, base, lrs,
             cache=cache, cache_key=key, progress=progress, device=default_device(device))
