@@ -30,21 +30,32 @@ def digits_mlp(hidden: int = 8) -> nn.Sequential:
     return nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10)).double()
 
 
+#: the partitions :func:`layer_partition` knows
+PARTITIONS = ("layer", "tensor", "neuron")
+
+
 def layer_partition(model: nn.Module, by: str = "layer") -> list[tuple[str, int, int]]:
     """Index ranges of the blocks in the flat parameter vector (``named_parameters`` order).
 
     Args:
         model: the network.
-        by: ``"layer"`` (weight and bias of a layer together) or ``"tensor"`` (one block each).
+        by: ``"layer"`` (weight and bias of a layer together), ``"tensor"`` (one block
+            each) or ``"neuron"`` (each row of a weight matrix, i.e. the incoming weights of
+            one neuron, is a block; each bias vector one block).
 
     Returns:
         ``[(name, start, stop)]``.
     """
-    if by not in ("layer", "tensor"):
-        raise ValueError(f"by must be 'layer' or 'tensor', got {by!r}")
+    if by not in PARTITIONS:
+        raise ValueError(f"by must be one of {PARTITIONS}, got {by!r}")
     out: list[tuple[str, int, int]] = []
     start = 0
     for name, p in model.named_parameters():
+        if by == "neuron" and p.ndim >= 2:
+            row = p[0].numel()
+            out.extend((f"{name}[{i}]", start + i * row, start + (i + 1) * row) for i in range(p.shape[0]))
+            start += p.numel()
+            continue
         key = name.rsplit(".", 1)[0] if by == "layer" else name
         if out and out[-1][0] == key:
             out[-1] = (key, out[-1][1], start + p.numel())
@@ -100,8 +111,8 @@ class ExplicitHessians:
     hidden: int = 8
 
     def summary(self, by: str = "layer") -> dict[float, dict[str, float]]:
-        """:func:`block_mass` per stage, for the per-layer (or per-tensor) partition."""
-        partition = self.partition if by == "layer" else layer_partition(digits_mlp(self.hidden), "tensor")
+        """:func:`block_mass` per stage, for a partition of :data:`PARTITIONS` (default per layer)."""
+        partition = self.partition if by == "layer" else layer_partition(digits_mlp(self.hidden), by)
         return {stage: block_mass(h, partition) for stage, h in self.hessians.items()}
 
 
@@ -141,4 +152,4 @@ def explicit_hessians(steps: int = 1000, lr: float = 1e-2, hidden: int = 8, seed
     return ExplicitHessians(hessians, run.losses, layer_partition(model, "layer"), asymmetry, hidden)
 
 
-__all__ = ["FIGURE2_STAGES", "digits_mlp", "layer_partition", "block_mass", "ExplicitHessians", "explicit_hessians"]
+__all__ = ["FIGURE2_STAGES", "PARTITIONS", "digits_mlp", "layer_partition", "block_mass", "ExplicitHessians", "explicit_hessians"]

@@ -11,8 +11,12 @@ def test_partition_by_layer_and_by_tensor():
     model = digits_mlp(8)
     assert layer_partition(model) == [("0", 0, 520), ("2", 520, 610)]
     assert [p[1:] for p in layer_partition(model, "tensor")] == [(0, 512), (512, 520), (520, 600), (600, 610)]
+    neurons = layer_partition(model, "neuron")
+    assert len(neurons) == 8 + 1 + 10 + 1 and neurons[1] == ("0.weight[1]", 64, 128)
+    assert neurons[8] == ("0.bias", 512, 520) and neurons[9] == ("2.weight[0]", 520, 528)
+    assert neurons[-1] == ("2.bias", 600, 610)
     with pytest.raises(ValueError, match="layer"):
-        layer_partition(model, "neuron")
+        layer_partition(model, "unit")
 
 
 def test_block_mass_on_known_matrices():
