@@ -2,9 +2,11 @@
 
 :func:`spectra_over_training` takes the best AdamW run of a model's gap study
 (:func:`hesslab.gap.gap_study`, which keeps the model state at :data:`hesslab.gap.STAGES`)
-and measures the SLQ spectrum of the *full* Hessian at every stage, on the profile's
-Hessian batches (:func:`hesslab.heterogeneity.hessian_data`). Batch-norm uses batch
-statistics (``batchnorm="train"``), as in the blockwise chapters.
+and measures the SLQ spectrum of the *full* Hessian at every stage
+(:func:`full_spectrum`), on the profile's Hessian batches (:func:`hessian_batches`,
+``split="hessian"`` of :func:`hesslab.zoo.model_batches`). Everything a profile sets is in
+:data:`FULL_SETTINGS`. Batch-norm uses batch statistics (``batchnorm="train"``), as in the
+blockwise chapters. Spectra are cached by :func:`hesslab.slq`.
 """
 
 from __future__ import annotations
@@ -12,17 +14,47 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from .gap import STAGES, gap_study
 from .data import default_device, to_device
-from .heterogeneity import JS_VARIANTS, SETTINGS, hessian_data
+from .gap import STAGES, gap_study
+from .heterogeneity import JS_VARIANTS
 from .hvp import HessianOperator
 from .js import js_distance
-from .models import build
+from .models import BuiltModel, build
 from .slq import slq
 from .spectra import SpectralDensity
+from .zoo import model_batches
 
-#: profile -> (Lanczos steps, probes) for the full Hessian
-FULL_SETTINGS = {"smoke": (10, 2), "cpu": (40, 4), "paper": (100, 10)}
+#: profile -> model size, Hessian batches ``(count, size)`` for text and vision models,
+#: Lanczos steps and probes. The paper: 100 steps, 10 probes; GPT-2's Hessian batch
+#: 60 micro-batches × 8 sequences, vision 30 × 256 images (SPEC A.1). Smoke and cpu use
+#: the blockwise chapters' Hessian batches, so both look at the same data.
+FULL_SETTINGS = {
+    "smoke": {"size": "smoke", "text": (2, 4), "vision": (2, 32), "num_steps": 12, "num_probes": 2},
+    "cpu": {"size": "cpu", "text": (2, 16), "vision": (2, 128), "num_steps": 40, "num_probes": 4},
+    "paper": {"size": "paper", "text": (60, 8), "vision": (30, 256), "num_steps": 100, "num_probes": 10},
+}
+
+#: the operator's batch-norm mode: batch statistics, as the model is trained
+BATCHNORM = "train"
+
+
+def _settings(profile: str) -> dict:
+    if profile not in FULL_SETTINGS:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(FULL_SETTINGS)}")
+    return FULL_SETTINGS[profile]
+
+
+def hessian_batches(built: BuiltModel, profile: str, *, seed: int = 0) -> list:
+    """The batches on which ``profile`` measures the full Hessian (``split="hessian"``)."""
+    text = built.inputs["kind"] in ("tokens", "masked-tokens")
+    count, size = _settings(profile)["text" if text else "vision"]
+    return model_batches(built, count, size, seed=seed, split="hessian")
+
+
+def _check_stages(stages) -> None:
+    missing = [s for s in stages if s not in STAGES]
+    if missing:
+        raise ValueError(f"stages {missing} are not kept by the gap study; choose from {STAGES}")
 
 
 def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, seed: int = 0, device=None,
@@ -31,30 +63,44 @@ def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, see
 
     Args:
         name: a model of :data:`hesslab.models.NAMES`.
-        profile: ``"smoke"``, ``"cpu"`` or ``"paper"``.
+        profile: ``"smoke"``, ``"cpu"`` or ``"paper"`` (:data:`FULL_SETTINGS`).
         stages: fractions of training, a subset of :data:`hesslab.gap.STAGES`.
-        seed: initialisation and data seed.
+        seed: initialisation, data and probe seed.
         device: where to compute (default: CUDA when available).
         cache: cache for the training runs and the spectra.
-        progress: progress bars.
+        progress: progress bars (one tick per stage).
 
     Returns:
         ``{stage: SpectralDensity}`` in raw eigenvalue units.
     """
-    missing = [s for s in stages if s not in STAGES]
-    if missing:
-        raise ValueError(f"stages {missing} are not kept by the gap study; choose from {STAGES}")
-    run = gap_study(name, profile, seed=seed, cache=cache, progress=progress).adam
+    _check_stages(stages)
+    settings = _settings(profile)
+    run = gap_study(name, profile, seed=seed, cache=cache, progress=progress, device=device).adam
     device = default_device(device)
-    built = build(name, SETTINGS[profile]["size"], seed=seed, device=device)
-    data = [to_device(batch, device) for batch in hessian_data(built, profile, seed=seed)]
-    num_steps, num_probes = FULL_SETTINGS[profile]
+    built = build(name, settings["size"], seed=seed, device=device)
+    data = [to_device(batch, device) for batch in hessian_batches(built, profile, seed=seed)]
     out = {}
     for stage in tqdm(stages, desc=f"{name} full spectra", disable=not progress):
         built.model.load_state_dict(run.states[stage])
-        operator = HessianOperator(built.model, built.loss_fn, data, batchnorm="train")
-        out[stage] = slq(operator, num_steps=num_steps, num_probes=num_probes, seed=seed, cache=cache, progress=False)
+        operator = HessianOperator(built.model, built.loss_fn, data, batchnorm=BATCHNORM)
+        out[stage] = slq(operator, num_steps=settings["num_steps"], num_probes=settings["num_probes"], seed=seed,
+                         cache=cache, progress=False)
     return out
+
+
+def full_spectrum(name: str, profile: str = "cpu", stage: float = 1.0, **options) -> SpectralDensity:
+    """SLQ spectrum of the full Hessian of ``name`` at one ``stage`` of its best AdamW run.
+
+    Args:
+        name: a model of :data:`hesslab.models.NAMES`.
+        profile: ``"smoke"``, ``"cpu"`` or ``"paper"``.
+        stage: a fraction of training in :data:`hesslab.gap.STAGES`.
+        **options: ``seed``, ``device``, ``cache``, ``progress`` as :func:`spectra_over_training`.
+
+    Returns:
+        The :class:`~hesslab.SpectralDensity` in raw eigenvalue units.
+    """
+    return spectra_over_training(name, profile, stages=(stage,), **options)[stage]
 
 
 def normalized_by_lambda10(spectrum: SpectralDensity, k: int = 10) -> SpectralDensity:
@@ -82,4 +128,5 @@ def cross_family_js(spectra: dict[str, dict[float, SpectralDensity]], a: str, b:
             for s in stages}
 
 
-__all__ = ["FULL_SETTINGS", "spectra_over_training", "normalized_by_lambda10", "cross_family_js"]
+__all__ = ["FULL_SETTINGS", "BATCHNORM", "hessian_batches", "spectra_over_training", "full_spectrum",
+           "normalized_by_lambda10", "cross_family_js"]

@@ -9,6 +9,7 @@ from hesslab import full_spectra as fs
 from hesslab.gap import STAGES, gap_study
 from hesslab.heterogeneity import hessian_data
 from hesslab.models import build
+from hesslab.validation import exact_hessian, tiny_cnn, tiny_gpt2
 
 
 def test_stage_zero_is_the_initial_model_and_spectra_follow_training(tmp_path):
@@ -21,10 +22,33 @@ def test_stage_zero_is_the_initial_model_and_spectra_follow_training(tmp_path):
     # the stage-1.0 spectrum is the SLQ of the final model's Hessian on the same data
     built = build("gpt2-nano", "smoke")
     built.model.load_state_dict(study.adam.states[1.0])
-    op = HessianOperator(built.model, built.loss_fn, hessian_data(built, "smoke"), batchnorm="train")
-    steps, probes = fs.FULL_SETTINGS["smoke"]
-    again = slq(op, num_steps=steps, num_probes=probes, seed=0)
+    data = fs.hessian_batches(built, "smoke")
+    for (x, y), (x2, y2) in zip(data, hessian_data(built, "smoke")):  # the blockwise chapters' data
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    op = HessianOperator(built.model, built.loss_fn, data, batchnorm=fs.BATCHNORM)
+    settings = fs.FULL_SETTINGS["smoke"]
+    again = slq(op, num_steps=settings["num_steps"], num_probes=settings["num_probes"], seed=0)
     np.testing.assert_allclose(again.nodes, spectra[1.0].nodes, rtol=1e-6, atol=1e-9)
+    one = fs.full_spectrum("gpt2-nano", "smoke", 0.5, cache=tmp_path, progress=False)
+    np.testing.assert_allclose(one.nodes, spectra[0.5].nodes)
+
+
+@pytest.mark.parametrize("make", [tiny_cnn, lambda: tiny_gpt2(n_embd=4, n_head=1, vocab=7)], ids=["cnn-batchnorm", "gpt2"])
+def test_full_spectrum_with_all_lanczos_steps_is_the_exact_spectrum(make):
+    """SLQ of the full Hessian with as many steps as parameters finds every eigenvalue (float64)."""
+    problem = make()
+    problem.batchnorm = fs.BATCHNORM
+    exact = np.linalg.eigvalsh(exact_hessian(problem).numpy())
+    op = HessianOperator(problem.model, problem.loss_fn, problem.data, batchnorm=fs.BATCHNORM)
+    spectrum = slq(op, num_steps=op.dim, num_probes=2, seed=0, progress=False)
+    scale = np.abs(exact).max()
+    for row in spectrum.nodes:
+        row = np.sort(row[~np.isnan(row)])
+        # every Ritz value is an eigenvalue, and the extreme ones are found
+        assert np.abs(row[:, None] - exact[None]).min(axis=1).max() < 1e-8 * scale
+        assert row[-1] == pytest.approx(exact[-1], rel=1e-9) and row[0] == pytest.approx(exact[0], rel=1e-9)
+    # lambda_10 estimate (median over probes of each probe's 10th largest Ritz value)
+    assert spectrum.kth_largest(10) == pytest.approx(exact[-10], rel=1e-6)
 
 
 def test_normalisation_by_lambda10_and_its_fallback():
