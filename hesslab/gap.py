@@ -40,7 +40,7 @@ _MODEL_BUDGET = {("gpt2", "cpu"): dict(steps=500)}
 
 #: input kind -> optimiser -> learning-rate grid (the best of each is kept)
 LR_GRID = {
-    "text": {"adamw": (3e-3, 1e-2, 3e-2), "sgd": (0.1, 0.3, 1.0)},
+    "text": {"adamw": (1e-3, 3e-3, 1e-2, 3e-2), "sgd": (0.03, 0.1, 0.3, 1.0)},
     "vision": {"adamw": (1e-3, 3e-3, 1e-2, 3e-2), "sgd": (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)},
 }
 
