@@ -45,8 +45,10 @@ LR_GRID = {
 }
 
 #: per-model grids at the cpu profile, where the kind's grid has the best rate at an edge
-#: (BERT's character-level masked LM wants smaller rates than the causal models)
-_MODEL_GRID = {("bert", "cpu"): {"adamw": (3e-4, 1e-3, 3e-3, 1e-2), "sgd": (0.01, 0.03, 0.1, 0.3)}}
+#: (BERT's character-level masked LM wants smaller rates than the causal models; ResNet-18
+#: with batch-norm takes larger AdamW rates)
+_MODEL_GRID = {("bert", "cpu"): {"adamw": (3e-4, 1e-3, 3e-3, 1e-2), "sgd": (0.01, 0.03, 0.1, 0.3)},
+               ("resnet18", "cpu"): {"adamw": (1e-3, 3e-3, 1e-2, 3e-2, 0.1), "sgd": LR_GRID["vision"]["sgd"]}}
 
 #: the paper profile's grids, around the paper's settings (GPT-2 code: AdamW 6e-4)
 LR_GRID_PAPER = {
