@@ -176,8 +176,15 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, ro
     """Execute the chapters (all, or ``only``) at ``profile``; see the module docstring.
 
     Args:
+        profile: one of :data:`hesslab.profiles.PROFILES`.
+        only: chapter stems to run (default: every chapter in ``_toc.yml``).
+        out: output folder; notebooks go to ``out/executed``.
+        root: the book's source tree (``_toc.yml``, ``notebooks/``, ``data/results``).
         use_stored: reuse current stored paper-profile chapters (default: for ``cpu`` only).
             Runs at the stored profile itself store their successful chapters.
+
+    Returns:
+        One :class:`ChapterRun` per chapter, in ``_toc.yml`` order.
     """
     from tqdm.auto import tqdm
 
