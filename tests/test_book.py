@@ -5,7 +5,9 @@ sees every chapter page with decoded figures and no error output.
 One execution of the book is shared by all tests in this module.
 """
 
+import html as html_lib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,13 +24,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--virtual-time-budget=15000"]
-# Runs after the page (and the widget manager) loaded: counts images that did not decode.
+# Runs after the page (and the widget manager) loaded: counts images that did not decode. The
+# report goes into a <div>, not a <pre>: the theme later adds tabindex to every <pre>.
 PROBE = """<script>window.addEventListener("load", function () { setTimeout(function () {
   var imgs = Array.from(document.images);
   var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
                    .map(function (i) { return i.src.slice(0, 100); });
   var widgets = document.querySelectorAll(".jupyter-widgets").length;
-  var p = document.createElement("pre"); p.id = "hesslab-probe";
+  var p = document.createElement("div"); p.id = "hesslab-probe";
   p.textContent = JSON.stringify({images: imgs.length, broken: broken, widgets: widgets});
   document.body.appendChild(p); }, 2000); });</script></body>"""
 
@@ -90,8 +93,9 @@ def test_chapter_pages_show_their_figures_in_a_browser(html, tmp_path):
         dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                               "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
         probe.unlink()
-        assert 'id="hesslab-probe"' in dom, f"{name}: the page did not finish loading"
-        report = json.loads(dom.split('<pre id="hesslab-probe">')[1].split("</pre>")[0])
+        found = re.search(r'<div id="hesslab-probe"[^>]*>(.*?)</div>', dom, re.S)
+        assert found, f"{name}: the page did not finish loading"
+        report = json.loads(html_lib.unescape(found.group(1)))
         assert report["images"] > 0, f"{name}: no figures on the page"
         assert not report["broken"], f"{name}: figures that do not decode: {report['broken']}"
         if "application/vnd.jupyter.widget-view+json" in page.read_text():
