@@ -74,7 +74,7 @@ def gap_settings(name: str, profile: str) -> dict:
     """
     if profile not in _BUDGET:
         raise ValueError(f"unknown profile {profile!r}; choose one of {tuple(_BUDGET)}")
-    kind = "text" if build(name, "smoke").inputs["kind"] in ("tokens", "masked-tokens") else "vision"
+    kind = "text" if build(name, "smoke", device="meta").inputs["kind"] in ("tokens", "masked-tokens") else "vision"
     budget = {**_BUDGET[profile][kind], **_MODEL_BUDGET.get((name, profile), {})}
     if profile == "smoke":
         budget["warmup"] = 0

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .js import js0, js_matrix
-from .models import BuiltModel, build
+from .models import BuiltModel, build, family_of
 from .slq import blockwise_slq
 from .spectra import SpectralDensity
 from .data import default_device, to_device
@@ -129,7 +129,7 @@ def heterogeneity_table(names, profile: str = "cpu", *, seed: int = 0, cache=Tru
     rows = {}
     for name in tqdm(list(names), desc="models", disable=not progress):
         spectra = blockwise_at_init(name, profile, seed=seed, cache=cache, progress=False, **kwargs)
-        rows[name] = {"family": build(name, "smoke").family, "blocks": len(spectra),
+        rows[name] = {"family": family_of(name), "blocks": len(spectra),
                       **{f"js0_{k}": v for k, v in js0_variants(spectra).items()},
                       "scale_spread": scale_spread(spectra), "paper": PAPER_TABLE1.get(name, np.nan)}
     return pd.DataFrame.from_dict(rows, orient="index")
@@ -168,9 +168,10 @@ def convergence_study(name: str, profile: str = "cpu", *, batches=(1, 2, 4), ste
         ``scale_spread``.
     """
     base = SETTINGS[profile]
-    text = build(name, "smoke").inputs["kind"] in ("tokens", "masked-tokens")
+    inputs = build(name, base["size"], device="meta").inputs  # shapes only, nothing allocated
+    text = inputs["kind"] in ("tokens", "masked-tokens")
     count, size = base["text" if text else "vision"]
-    per_example = build(name, base["size"]).inputs.get("seq", 1) if text else 1
+    per_example = inputs.get("seq", 1) if text else 1
     runs = ([("batches", b, dict(num_batches=b)) for b in batches] + [("steps", m, dict(num_steps=m)) for m in steps]
             + [("probes", k, dict(num_probes=max(probes))) for k in probes])
     rows = []

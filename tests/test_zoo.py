@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hesslab.hvp import call_model
-from hesslab.models import NAMES, build
+from hesslab.models import NAMES, build, family_of
 from hesslab.zoo import model_batches, token_count
 
 
@@ -16,6 +16,7 @@ def test_every_model_eats_its_batches(name):
     loss = built.loss_fn(call_model(built.model, batches[0][0]), batches[0][1])
     assert torch.isfinite(loss) and 0.5 < float(loss) < 10  # near ln(classes or vocab) at init
     assert token_count(batches) > 0
+    assert family_of(name) == built.family  # looked up on the meta device
 
 
 def test_batches_are_deterministic_and_splits_differ():

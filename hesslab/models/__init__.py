@@ -179,6 +179,11 @@ def build(name: str, size: str = "cpu", *, seed: int = 0, device: torch.device |
     return BuiltModel(model, loss_fn, blocks, family, inputs)
 
 
+def family_of(name: str) -> str:
+    """The family of model ``name`` (``"cnn"``, ``"transformer"``, ``"mlp"``, ``"mixer"``), without allocating it."""
+    return build(name, "smoke", device="meta").family
+
+
 def random_batch(built: BuiltModel, batch_size: int = 4, seed: int = 0):
     """A random ``(inputs, targets)`` batch of the right shape (for smoke tests, not for science)."""
     g = torch.Generator().manual_seed(seed)
@@ -200,5 +205,5 @@ def random_batch(built: BuiltModel, batch_size: int = 4, seed: int = 0):
     return x, torch.randint(0, spec["classes"], (batch_size,), generator=g)
 
 
-__all__ = ["BuiltModel", "NAMES", "SIZES", "build", "random_batch", "lm_loss", "mlm_loss", "classification_loss",
+__all__ = ["BuiltModel", "NAMES", "SIZES", "build", "family_of", "random_batch", "lm_loss", "mlm_loss", "classification_loss",
            "VGG", "MLPMixer", "HeterogeneousMLP"]
