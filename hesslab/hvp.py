@@ -27,6 +27,7 @@ of batches).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import time
@@ -45,9 +46,10 @@ Batch = tuple[object, object]
 METHODS = ("auto", "reverse", "forward")
 BATCHNORM_MODES = ("eval", "train")
 _ATTENTION_FIX = (
-    'Build Hugging Face models with attn_implementation="eager" (e.g. '
-    'AutoModel.from_config(config, attn_implementation="eager")); fused SDPA / flash '
-    "attention kernels implement neither double backward nor forward-mode AD."
+    "hesslab already routes torch's scaled_dot_product_attention through its math kernel; "
+    "this operation is another fused kernel (e.g. a flash-attention package or a custom "
+    'CUDA extension). Build the model with its plain PyTorch implementation (for Hugging '
+    'Face models attn_implementation="eager" or "sdpa").'
 )
 _UNSUPPORTED = re.compile(
     r"(not implemented|does not support|doesn't support|not supported|"
@@ -63,6 +65,14 @@ class UnsupportedAutogradError(RuntimeError):
 
 class NonFiniteError(FloatingPointError):
     """The loss or a Hessian-vector product is NaN or infinite."""
+
+
+class DataChangedError(ValueError):
+    """The data yielded other batches (order, count or content) than on the operator's first pass."""
+
+
+class ModelChangedError(RuntimeError):
+    """A selected parameter was replaced, converted or moved after the operator was built."""
 
 
 @dataclass
@@ -89,6 +99,53 @@ def _default_batch_size(inputs, targets) -> int:
     )
 
 
+def _checksum(t: Tensor):
+    """A content signature of one tensor: exact bytes digest on the CPU, two float64 moments elsewhere."""
+    t = t.detach()
+    if t.numel() == 0:
+        return ()
+    if t.device.type == "cpu":
+        flat = t.contiguous().reshape(-1)
+        raw = flat.view(torch.uint8) if flat.dtype != torch.bool else flat.to(torch.uint8)
+        return hashlib.blake2b(raw.numpy().data, digest_size=16).hexdigest()
+    # on an accelerator: the sum and a position-weighted sum (a reordering changes the latter)
+    x = t.reshape(-1).to(torch.float64)
+    weights = torch.arange(1, x.numel() + 1, device=x.device, dtype=torch.float64)
+    return (float(x.sum()), float((x * weights).sum()))
+
+
+def batch_signature(obj):
+    """What :class:`HessianOperator` compares between passes over the data: structure, shapes, dtypes, contents."""
+    if isinstance(obj, Tensor):
+        return ("tensor", str(obj.dtype), tuple(obj.shape), obj.device.type, _checksum(obj))
+    if isinstance(obj, Mapping):
+        return ("mapping", tuple((str(k), batch_signature(v)) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return (type(obj).__name__, tuple(batch_signature(v) for v in obj))
+    return ("object", type(obj).__qualname__, repr(obj))
+
+
+def _check_data(data) -> None:
+    """Refuse data that cannot give the same batches on every pass."""
+    if isinstance(data, Iterator):  # a generator would be exhausted after one product
+        raise TypeError(
+            "data must be re-iterable (a list or a DataLoader), not a one-shot "
+            "iterator or generator: every product passes over it again; wrap it "
+            "in list(...)"
+        )
+    from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
+
+    if isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset):
+        sampler = getattr(data.batch_sampler, "sampler", data.sampler)
+        if not isinstance(sampler, SequentialSampler):
+            raise TypeError(
+                f"data is a DataLoader with a {type(sampler).__name__}, which yields the "
+                "examples in another order on every pass; the Hessian operator must see the "
+                "same batches each time. Pass DataLoader(..., shuffle=False), or fix one order "
+                "with data = list(loader) (holds the batches in memory)"
+            )
+
+
 def _to_device(obj, device: torch.device, dtype: torch.dtype):
     """Move tensors (also inside mappings/sequences) to ``device``; floats to ``dtype``."""
     if isinstance(obj, Tensor):
@@ -111,21 +168,92 @@ def _is_batchnorm(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
+#: the "new" TF32 API of torch >= 2.9: one ``fp32_precision`` per backend and operation
+_FP32_PRECISION_KNOBS = ("", "cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn",
+                         "mkldnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")
+
+
+def _precision_knobs() -> list[tuple[object, str]]:
+    """``(object, attribute)`` of every float32-precision switch this torch has.
+
+    torch >= 2.9 has ``fp32_precision`` per backend (``"ieee"``, ``"tf32"``, ``"bf16"``,
+    ``"none"``) and refuses to *read* the legacy ``allow_tf32`` flags once anyone used
+    the new API ("mix of the legacy and new APIs"). So with the new API present only
+    the new switches are saved, set and restored; older torch gets the legacy ones.
+    """
+    backends = torch.backends
+    knobs = []
+    for path in _FP32_PRECISION_KNOBS:
+        obj = backends
+        for part in filter(None, path.split(".")):
+            obj = getattr(obj, part, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            knobs.append((obj, "fp32_precision"))
+    if knobs:
+        return knobs
+    return [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")]
+
+
+@contextlib.contextmanager
+def full_float32_precision():
+    """Run float32 matmuls and convolutions in full IEEE precision (no TF32, no bf16), then restore.
+
+    Works whichever TF32 API (legacy ``allow_tf32`` / ``set_float32_matmul_precision`` or
+    the ``fp32_precision`` switches of torch >= 2.9) the user or a library touched, and
+    restores every switch to exactly its previous value.
+    """
+    knobs = _precision_knobs()
+    saved = [getattr(obj, attr) for obj, attr in knobs]
+    legacy = knobs[0][1] == "allow_tf32"
+    matmul_precision = torch.get_float32_matmul_precision() if legacy else None
+    try:
+        for obj, attr in knobs:
+            setattr(obj, attr, False if legacy else "ieee")
+        if legacy:
+            torch.set_float32_matmul_precision("highest")
+        yield
+    finally:
+        for (obj, attr), value in zip(knobs, saved):
+            setattr(obj, attr, value)
+        if legacy:
+            torch.set_float32_matmul_precision(matmul_precision)
+
+
+@contextlib.contextmanager
+def differentiable_attention():
+    """Scaled-dot-product attention through PyTorch's math kernel, then the user's choice again.
+
+    The fused SDPA kernels (flash, memory-efficient, cuDNN, the CPU flash kernel) have
+    no double backward and no forward-mode AD; the math kernel is composed of ordinary
+    differentiable operations. This makes ``nn.MultiheadAttention``,
+    ``nn.TransformerEncoderLayer`` and Hugging Face models built with
+    ``attn_implementation="sdpa"`` measurable as they are.
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: no fused kernel selection to override
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
 @contextlib.contextmanager
 def measurement_mode(model: nn.Module, batchnorm: str = "eval"):
     """Put ``model`` in the state in which its Hessian is measured, then restore it.
 
     Dropout is off (``eval``). Batch-norm layers use their running statistics
     (``batchnorm="eval"``) or the statistics of each batch (``"train"``); in the
-    latter case running statistics are *not* updated. TF32 matmuls are disabled
-    while measuring. Every module's ``training`` flag, batch-norm
-    ``track_running_stats`` and the TF32 flags are restored on exit.
+    latter case running statistics are *not* updated. Float32 arithmetic is full
+    IEEE precision (:func:`full_float32_precision`: no TF32, no bf16) and attention
+    runs through the differentiable math kernel (:func:`differentiable_attention`).
+    Every module's ``training`` flag, batch-norm ``track_running_stats``, the
+    precision switches and the attention-kernel choice are restored on exit.
     """
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
     modes = [(m, m.training) for m in model.modules()]
     tracked = [(m, m.track_running_stats) for m in model.modules() if _is_batchnorm(m)]
-    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         model.eval()
         if batchnorm == "train":
@@ -134,15 +262,13 @@ def measurement_mode(model: nn.Module, batchnorm: str = "eval"):
                 # and F.batch_norm receives no running buffers to update.
                 m.train()
                 m.track_running_stats = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        yield model
+        with full_float32_precision(), differentiable_attention():
+            yield model
     finally:
         for m, flag in modes:
             m.training = flag
         for m, flag in tracked:
             m.track_running_stats = flag
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 def _default_graph_budget(device: torch.device) -> int:
@@ -171,15 +297,23 @@ class HessianOperator:
         data: a re-iterable (list, DataLoader without shuffling) of
             ``(inputs, targets)`` batches; ``inputs`` may be a mapping
             (``model(**inputs)``). Floating tensors are moved to the parameters'
-            device and dtype.
+            device and dtype. Every pass must yield the same batches: a shuffling
+            DataLoader is refused, and a pass whose batches differ from the first
+            pass (order, count, shapes or contents, e.g. random augmentation) raises
+            :class:`DataChangedError` (see ``check_data``).
         params: parameters (tensors or names) to differentiate; default all that
             require grad.
         method: ``"auto"``, ``"reverse"`` or ``"forward"`` (module docstring).
         batchnorm: ``"eval"`` (running statistics) or ``"train"`` (batch statistics,
             running buffers untouched). Dropout is always off.
-        graph_memory_budget: bytes of first-order graphs kept between products
-            (reverse mode). ``None``: half the free GPU memory / a quarter of RAM
-            (at most 8 GiB). ``0``: rebuild the graph for every product.
+        graph_memory_budget: bytes that retained first-order graphs may keep alive
+            between products (reverse mode): every storage a graph saves for
+            backward except the parameters themselves (activations, inputs on the
+            device), the retained gradients ``dL_b/dw`` (one parameter-sized set
+            per batch), and one copy of the selected parameters and the model's
+            buffers, against which each later product checks that the weights are
+            unchanged. ``None``: half the free GPU memory / a quarter of RAM (at
+            most 8 GiB). ``0``: rebuild the graph for every product.
         batch_size_fn: ``(inputs, targets) -> int`` weight of a batch; default its
             first dimension.
         progress: show a progress bar over batches.
@@ -191,6 +325,16 @@ class HessianOperator:
             ``benchmarks/hvp.py``.
         vectorize: reverse mode, several vectors: ``True`` one ``vmap``-ed backward,
             ``False`` a loop of backwards, ``None`` time both once and keep the faster.
+        check_data: compare every pass's batches with the first pass's
+            (:func:`batch_signature`: a digest of the bytes of CPU tensors, two
+            float64 moments of device tensors) and raise :class:`DataChangedError`
+            on a difference. Costs one read of the data per pass.
+
+    Parameter changes are always detected: a product after any change of the
+    weights (optimizer step, ``load_state_dict``, ``p.data`` updates, copies under
+    ``torch.no_grad()``) equals the new Hessian's, because retained graphs are
+    checked against a copy of the weights and rebuilt when they differ; a replaced,
+    converted or moved parameter raises :class:`ModelChangedError`.
 
     Example:
         >>> op = HessianOperator(model, F.cross_entropy, [(x, y)])
@@ -212,17 +356,13 @@ class HessianOperator:
         check_finite: bool = True,
         batch_blocks: bool = False,
         vectorize: bool | None = None,
+        check_data: bool = True,
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
-        if isinstance(data, Iterator):  # a generator would be exhausted after one product
-            raise TypeError(
-                "data must be re-iterable (a list or a DataLoader), not a one-shot "
-                "iterator or generator: every product passes over it again; wrap it "
-                "in list(...)"
-            )
+        _check_data(data)
         self.model, self.loss_fn, self.data = model, loss_fn, data
         self.method, self.batchnorm = method, batchnorm
         self.batch_size_fn = batch_size_fn or _default_batch_size
@@ -244,7 +384,9 @@ class HessianOperator:
         self._budget = graph_memory_budget
         self._graphs: dict[int, _Graph] = {}
         self._graph_bytes = 0
-        self._state = self._state_token()
+        self._weights: list[Tensor] | None = None  # copy of the weights the retained graphs were built from
+        self.check_data = check_data
+        self._signatures: list | None = None  # per-batch signatures of the first full pass
         self._resolved_method: str | None = None if method == "auto" else method
         self._vectorize = vectorize
 
@@ -299,10 +441,16 @@ class HessianOperator:
         """The explicit ``[dim, dim]`` Hessian (columns ``H e_i``); for small models only."""
         return dense_matrix(self, max_dim)
 
+    @property
+    def retained_bytes(self) -> int:
+        """Bytes kept alive by retained graphs, as counted against ``graph_memory_budget``."""
+        return self._graph_bytes
+
     def clear_cache(self) -> None:
-        """Drop retained first-order graphs (they are rebuilt on demand)."""
+        """Drop retained first-order graphs and the weight copy (they are rebuilt on demand)."""
         self._graphs.clear()
         self._graph_bytes = 0
+        self._weights = None
 
     # ------------------------------------------------------------- internals
     def _matvec_block(self, block: Block, v: Tensor) -> Tensor:
@@ -311,14 +459,33 @@ class HessianOperator:
         out = self._products([(block, v.reshape(-1, n))])[0]
         return out.reshape(v.shape)
 
-    def _state_token(self) -> tuple:
-        tensors = list(self.params) + list(self.model.buffers())
-        return tuple((t.data_ptr(), t._version) for t in tensors)
+    def _watched(self) -> list[Tensor]:
+        """The tensors a retained graph depends on: the selected parameters and every buffer."""
+        return [p.detach() for p in self.params] + [b.detach() for b in self.model.buffers()]
+
+    def _weights_unchanged(self) -> bool:
+        # Values, not version counters: ``p.data.add_()`` changes a parameter without
+        # bumping its ``_version``.
+        now = self._watched()
+        return len(now) == len(self._weights) and all(
+            a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(self._weights, now))
+
+    def _check_model(self) -> None:
+        named = dict(self.model.named_parameters())
+        for name, p in zip(self.names, self.params):
+            if named.get(name) is not p:
+                raise ModelChangedError(
+                    f"parameter {name!r} was replaced or removed after this HessianOperator was "
+                    "built; build a new operator for the changed model")
+            if p.dtype != self.dtype or p.device != self.device:
+                raise ModelChangedError(
+                    f"parameter {name!r} is now {p.dtype} on {p.device}, the operator was built for "
+                    f"{self.dtype} on {self.device}; build a new operator after model.to(...)")
 
     def _products(self, requests: list[tuple[Block, Tensor]]) -> list[Tensor]:
-        if self._state_token() != self._state:
+        self._check_model()
+        if self._graphs and not self._weights_unchanged():
             self.clear_cache()  # parameters or buffers changed since the graphs were built
-            self._state = self._state_token()
         if self._resolved_method is None:
             return self._auto_products(requests)
         try:
@@ -362,18 +529,36 @@ class HessianOperator:
             return out
 
     def _batches(self):
-        """Yield ``(index, inputs, targets)``; skips loading data when every graph is cached."""
+        """Yield ``(index, inputs, targets)``, checking each batch against the first pass."""
         it = enumerate(self.data)
         if self.progress:
             total = len(self.data) if hasattr(self.data, "__len__") else None
             it = tqdm(it, total=total, desc="HVP batches", leave=False)
+        reference, seen = self._signatures, []
         for i, batch in it:
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                 raise TypeError(
                     f"batch {i} is {type(batch).__name__}; each batch must be an "
                     "(inputs, targets) pair"
                 )
+            if self.check_data:
+                seen.append(batch_signature(batch))
+                if reference is not None and (i >= len(reference) or seen[i] != reference[i]):
+                    raise DataChangedError(
+                        f"batch {i} differs from the first pass over the data (order, shape or "
+                        "contents changed: a shuffling sampler, random augmentation, a generator "
+                        "behind the iterable...). The Hessian operator needs the same batches on "
+                        "every pass: pass a fixed list of batches (data = list(loader)) or a "
+                        "deterministic DataLoader with shuffle=False")
             yield i, batch[0], batch[1]
+        if not self.check_data:
+            return
+        if reference is None:
+            self._signatures = seen
+        elif len(seen) != len(reference):
+            raise DataChangedError(
+                f"the data yielded {len(seen)} batches, the first pass {len(reference)}; pass a fixed "
+                "list of batches (data = list(loader))")
 
     def _run(self, requests, method: str) -> list[Tensor]:
         outs = [torch.zeros_like(v) for _, v in requests]
@@ -432,7 +617,7 @@ class HessianOperator:
         if i in self._graphs:
             return self._graphs[i]
         inputs, targets = self._prepare(inputs, targets)
-        storages: dict[int, int] = {}
+        storages: dict[int, int] = {}  # storage address -> bytes, of everything the graph keeps alive
         param_ptrs = {p.untyped_storage().data_ptr() for p in self.params}
 
         def pack(t: Tensor) -> Tensor:
@@ -445,12 +630,20 @@ class HessianOperator:
             loss = self._loss(inputs, targets)
             self._check_loss(loss, i)
             grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-        graph = _Graph(weight, tuple(g if g is not None and g.requires_grad else None for g in grads),
-                       sum(storages.values()))
+        kept = tuple(g if g is not None and g.requires_grad else None for g in grads)
+        for g in kept:  # the retained gradients themselves
+            if g is not None:
+                storages[g.untyped_storage().data_ptr()] = g.untyped_storage().nbytes()
+        graph = _Graph(weight, kept, sum(storages.values()))
         budget = self._budget if self._budget is not None else _default_graph_budget(self.device)
-        if self._graph_bytes + graph.nbytes <= budget:
+        need = graph.nbytes
+        if self._weights is None:
+            need += sum(t.numel() * t.element_size() for t in self._watched())
+        if self._graph_bytes + need <= budget:
+            if self._weights is None:
+                self._weights = [t.clone() for t in self._watched()]
             self._graphs[i] = graph
-            self._graph_bytes += graph.nbytes
+            self._graph_bytes += need
         return graph
 
     def _embed(self, block: Block, v: Tensor) -> dict[str, Tensor]:
