@@ -8,7 +8,7 @@ Adam: A Hessian Perspective" (NeurIPS 2024). Submodules not imported here:
 
 from .blocks import Block, BlockPart, resolve_blocks
 from .cache import CachedResult, CacheWarning, ResultCache, provenance
-from .fingerprint import data_fingerprint, model_fingerprint
+from .fingerprint import UncacheableError, computation_key, data_fingerprint, model_fingerprint
 from .hvp import (
     BlockHessianOperator,
     HessianOperator,
@@ -61,6 +61,8 @@ __all__ = [
     "provenance",
     "model_fingerprint",
     "data_fingerprint",
+    "computation_key",
+    "UncacheableError",
     # heterogeneity
     "js_divergence",
     "js_distance",

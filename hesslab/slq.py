@@ -64,24 +64,46 @@ def _matvec_in(op, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
     return lambda q: op.matvec(q.to(op.dtype)).to(dtype)
 
 
-def operator_key(op) -> dict:
-    """What an operator's spectrum depends on, for cache keys.
+def _batch_size_rule(operator: HessianOperator):
+    """An operator's ``batch_size_fn`` for cache keys: None for hesslab's default rule."""
+    from . import hvp
 
-    Model parameters, buffers and data enter through content hashes
-    (:mod:`hesslab.fingerprint`), so a changed checkpoint or batch is a new key.
+    fn = getattr(operator, "batch_size_fn", None)
+    return None if fn is getattr(hvp, "_default_batch_size", None) else fn
+
+
+def operator_key(op, *, cache_key: dict | None = None, **arguments) -> dict:
+    """The cache key of ``op``'s spectrum computed with ``arguments`` (:func:`~hesslab.fingerprint.computation_key`).
+
+    A :class:`~hesslab.HessianOperator` (or a block of one) is keyed by its model's
+    values and structure, its loss function, ``batch_size_fn``, data, selected
+    parameters (and block), ``method``, ``batchnorm`` and dtype; a
+    :class:`MatrixOperator` by its matrix; any other operator only with
+    ``cache_key``. ``cache_key`` is added to the key and stands in for a loss
+    function that cannot be identified (a lambda, partial, closure, bound method).
+
+    Raises:
+        UncacheableError: an unidentifiable loss function or operator type without ``cache_key``.
     """
-    from .fingerprint import data_fingerprint, model_fingerprint
+    from .fingerprint import UncacheableError, computation_key
     from .hvp import BlockHessianOperator
 
+    block = None
     if isinstance(op, BlockHessianOperator):
-        return {**operator_key(op.parent), "block": [op.block.name, [[p.param, repr(p.index)] for p in op.block.parts]]}
+        block = [op.block.name, [[p.param, repr(p.index)] for p in op.block.parts]]
+        op = op.parent
     if isinstance(op, HessianOperator):
-        return {"model": model_fingerprint(op.model), "data": data_fingerprint(op.data), "params": op.names,
-                "loss_fn": getattr(op.loss_fn, "__qualname__", repr(op.loss_fn)), "method": op.method,
-                "batchnorm": op.batchnorm, "dtype": str(op.dtype)}
+        return computation_key("slq", model=op.model, loss_fn=op.loss_fn, data=op.data,
+                               batch_size_fn=_batch_size_rule(op), cache_key=cache_key, params=op.names,
+                               block=block, method=op.method, batchnorm=op.batchnorm, dtype=str(op.dtype),
+                               **arguments)
     if isinstance(op, MatrixOperator):
-        return {"matrix": op.matrix}
-    raise TypeError(f"cannot derive a cache key for {type(op).__name__}; pass cache_key={{...}} describing it")
+        return computation_key("slq", cache_key=cache_key, matrix=op.matrix, **arguments)
+    if cache_key is None:
+        raise UncacheableError(f"cannot derive a cache key for {type(op).__name__}; pass cache_key={{...}} "
+                               "describing it")
+    return computation_key("slq", cache_key=cache_key, operator=f"{type(op).__module__}:{type(op).__qualname__}",
+                           **arguments)
 
 
 def _merge(results: list[LanczosResult]) -> LanczosResult:
@@ -115,9 +137,19 @@ def slq(
             default all at once.
         cache: ``None``/``False``, ``True`` (default :class:`~hesslab.cache.ResultCache`),
             a folder or a ``ResultCache``: store the result keyed by
-            :func:`operator_key` and these arguments; each finished probe chunk is
-            checkpointed, so an interrupted run resumes.
-        cache_key: describes ``op`` for the cache when :func:`operator_key` cannot.
+            :func:`operator_key` (:func:`hesslab.fingerprint.computation_key`): the
+            model's parameter and buffer values and its structure (module classes,
+            their source, configuration attributes, a Hugging Face config), the loss
+            function's and ``batch_size_fn``'s identity (module-level functions by name
+            and source, ``nn.Module`` losses by structure), the data, the selected
+            parameters and block, ``method``, ``batchnorm``, dtype, the arguments here
+            that change the result and hesslab's version of SLQ; a dense matrix by its
+            values. Each finished probe chunk is checkpointed, so an interrupted run
+            resumes.
+        cache_key: a str-keyed dict added to the key; required (describing them) for a
+            loss or ``batch_size_fn`` that cannot be identified (lambda, partial,
+            closure, bound method, callable object) and for operators other than
+            Hessian operators and matrices, else :class:`~hesslab.fingerprint.UncacheableError`.
         progress: progress bar over Lanczos steps.
 
     Returns:
@@ -131,9 +163,8 @@ def slq(
     results: list[LanczosResult] = []
     wall = 0.0
     if store is not None:
-        key = {"operator": cache_key if cache_key is not None else operator_key(op), "num_steps": num_steps,
-               "num_probes": num_probes, "seed": seed, "basis_dtype": str(basis_dtype),
-               "reorthogonalize": reorthogonalize, "probe_chunk": chunk}
+        key = operator_key(op, cache_key=cache_key, num_steps=num_steps, num_probes=num_probes, seed=seed,
+                           basis_dtype=str(basis_dtype), reorthogonalize=reorthogonalize, probe_chunk=chunk)
         hit = store.load("slq", key) or store.load_partial("slq", key)
         if hit is not None:
             results = [LanczosResult(*(hit.arrays[f] for f in _RESULT_FIELDS))]
@@ -233,6 +264,7 @@ def blockwise_slq(
     basis_memory_budget: int = 4 << 30,
     reorthogonalize: bool = True,
     cache=None,
+    cache_key: dict | None = None,
     resume_chunk: int = 8,
     progress: bool = True,
     **operator_kwargs,
@@ -260,9 +292,19 @@ def blockwise_slq(
         reorthogonalize: full reorthogonalisation.
         cache: ``None``/``False`` (no caching), ``True`` (the default
             :class:`~hesslab.cache.ResultCache`), a folder, or a ``ResultCache``. The
-            result is keyed by hashes of the model's parameters and buffers, of the
-            data, and by every argument here; finished groups of blocks are
-            checkpointed, so an interrupted run resumes where it stopped.
+            result is keyed by :func:`hesslab.fingerprint.computation_key`: the
+            model's parameter and buffer values and its structure (module classes,
+            their source, configuration attributes such as ``norm_first``, a Hugging
+            Face config), the loss function's and ``batch_size_fn``'s identity
+            (module-level functions by name and source, ``nn.Module`` losses by
+            structure), the data, the selected parameters, the blocks, every argument
+            here that changes the result, the operator's ``method``, ``batchnorm`` and
+            dtype, and hesslab's version of the computation. Finished groups of
+            blocks are checkpointed, so an interrupted run resumes where it stopped.
+        cache_key: a str-keyed dict added to the cache key; required (describing
+            them) for a loss or ``batch_size_fn`` that cannot be identified (lambda,
+            partial, closure, bound method, callable object), else
+            :class:`~hesslab.fingerprint.UncacheableError`.
         resume_chunk: with a cache, at most this many blocks per group (the
             checkpoint granularity; retained graphs make extra groups cheap).
         progress: progress bar over Lanczos steps.
@@ -283,14 +325,15 @@ def blockwise_slq(
     results: dict[str, LanczosResult] = {}
     info = {"data_passes": 0, "wall_time": 0.0}
     if store is not None:
-        from .fingerprint import data_fingerprint, model_fingerprint
+        from .fingerprint import computation_key
 
-        key = {"model": model_fingerprint(model), "data": data_fingerprint(operator.data),
-               "params": operator.names, "loss_fn": getattr(loss_fn, "__qualname__", repr(loss_fn)),
-               "blocks": [[b.name, [[p.param, repr(p.index)] for p in b.parts]] for b in resolved],
-               "num_steps": num_steps, "num_probes": num_probes, "seed": seed,
-               "basis_dtype": str(basis_dtype), "reorthogonalize": reorthogonalize,
-               "method": operator.method, "batchnorm": operator.batchnorm, "dtype": str(operator.dtype)}
+        key = computation_key(
+            "blockwise_slq", model=operator.model, loss_fn=operator.loss_fn, data=operator.data,
+            batch_size_fn=_batch_size_rule(operator), cache_key=cache_key, params=operator.names,
+            blocks=[[b.name, [[p.param, repr(p.index)] for p in b.parts]] for b in resolved],
+            num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=str(basis_dtype),
+            reorthogonalize=reorthogonalize, method=operator.method, batchnorm=operator.batchnorm,
+            dtype=str(operator.dtype))
         hit = store.load("blockwise_slq", key)
         if hit is None:
             hit = store.load_partial("blockwise_slq", key)
