@@ -31,6 +31,20 @@ arrays are replaced: a crash leaves either the old result, the new one, or no
 readable result, never a mix. :meth:`ResultCache.load` checks the record against
 the request and the checksum against the file; anything that does not match is
 moved to ``.rejected/`` with a :class:`CacheWarning` and treated as absent.
+
+hesslab's own computations build ``params`` with
+:func:`hesslab.fingerprint.computation_key` only: the model's values *and* structure
+(module classes, their source, configuration attributes, a Hugging Face config),
+the loss function's and ``batch_size_fn``'s identity (callables that cannot be
+identified, such as lambdas and partials, are refused unless a ``cache_key``
+describes them), the data, every argument that changes the result, and hesslab's
+version of the computation (see that module for what is and is not covered).
+
+Nothing stored is ever unpickled: arrays are read with ``allow_pickle=False`` and
+nested states (a training run's model and optimiser states) are plain arrays plus
+JSON, so a cache folder from someone else cannot run code when loaded. A training
+run's file that passes the checks above but holds anything else raises
+:class:`CacheFormatError`, naming the file to delete.
 """
 
 from __future__ import annotations
@@ -74,6 +88,14 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: equal arrays, equa
 
 class CacheWarning(UserWarning):
     """A stored result was refused (corrupt, truncated or for other parameters)."""
+
+
+class CacheFormatError(ValueError):
+    """A stored result passed its checks but its content is not in the format hesslab writes.
+
+    Raised instead of interpreting it (hesslab never unpickles cached files); the
+    message names the file to delete.
+    """
 
 
 # ---------------------------------------------------------------- parameters

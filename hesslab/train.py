@@ -9,7 +9,8 @@ steps, so an interrupted run resumes and gives the same result as an uninterrupt
 
 from __future__ import annotations
 
-import io
+import collections
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,9 +20,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import open_cache
+from .cache import CacheFormatError, open_cache
 from .data import to_device
-from .fingerprint import model_fingerprint
+from .fingerprint import computation_key
 from .hvp import call_model
 
 OPTIMIZERS = ("adamw", "adam-nobc", "sgd")
@@ -120,14 +121,159 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     raise ValueError(f"unknown schedule {config.schedule!r}; choose 'constant' or 'cosine'")
 
 
-def _pack(obj) -> np.ndarray:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+# ---------------------------------------------------------------- states on disk
+# Model and optimiser states are stored as plain arrays (``t0``, ``t1``, ... in the
+# cache's .npz, which numpy reads with allow_pickle=False) and one JSON text
+# (``structure``, stored as uint8) that nests them in dicts, lists and scalars.
+# Nothing read back can run code: no pickle, no torch.load.
+
+STATE_FORMAT = 1
+_TAGS = ("tensor", "dict", "list", "tuple", "float")
 
 
-def _unpack(array: np.ndarray):
-    return torch.load(io.BytesIO(array.tobytes()), weights_only=False)
+def _encode_states(obj) -> dict[str, np.ndarray]:
+    """``obj`` (nested dicts/lists/tuples of tensors and scalars) as arrays for the cache."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def enc(x, where: str):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().resolve_conj().resolve_neg().contiguous()
+            name = f"t{len(arrays)}"
+            try:
+                arrays[name] = t.numpy()
+                raw = False
+            except TypeError:  # bfloat16 and friends: their bytes, retyped on load
+                arrays[name] = t.reshape(-1).view(torch.uint8).numpy()
+                raw = True
+            return {"tensor": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "raw": raw}
+        if x is None or isinstance(x, (bool, str)) or type(x) is int:
+            return x
+        if isinstance(x, float):
+            return x if math.isfinite(x) else {"float": repr(x)}
+        if isinstance(x, (list, tuple)):
+            tag = "tuple" if isinstance(x, tuple) else "list"
+            return {tag: [enc(v, f"{where}[{i}]") for i, v in enumerate(x)]}
+        if isinstance(x, dict):
+            for k in x:
+                if not (k is None or isinstance(k, (bool, str, float)) or type(k) is int):
+                    raise TypeError(f"cannot store {where}: key {k!r} of type {type(k).__name__}")
+            out = {"dict": [[enc(k, where), enc(v, f"{where}[{k!r}]")] for k, v in x.items()]}
+            if getattr(x, "_metadata", None) is not None:  # a model state_dict's module versions
+                out["metadata"] = enc(dict(x._metadata), f"{where}._metadata")
+            return out
+        raise TypeError(f"cannot store {where} of type {type(x).__name__} in a training checkpoint")
+
+    structure = {"format": STATE_FORMAT, "root": enc(obj, "state")}
+    text = json.dumps(structure, allow_nan=False, separators=(",", ":"))
+    return {"structure": np.frombuffer(text.encode("utf-8"), dtype=np.uint8), **arrays}
+
+
+def _decode_states(arrays: dict, path):
+    """The object :func:`_encode_states` stored; :class:`CacheFormatError` for anything else.
+
+    Only JSON and numeric arrays are read: a file planted by someone else cannot run code.
+    """
+    def bad(why: str) -> CacheFormatError:
+        return CacheFormatError(
+            f"{path} does not hold a training checkpoint in hesslab's format ({why}). hesslab never "
+            f"unpickles cached files, since a pickle can run code. Delete {path} and its .json record "
+            f"(or the whole cache folder) and the run will be recomputed; if you did not write this "
+            f"file yourself, do not trust the folder it came from."
+        )
+
+    expected = {"structure"} | {f"t{i}" for i in range(len(arrays) - 1)}
+    names = set(arrays) - {"losses"}
+    if names != expected:
+        raise bad(f"arrays {sorted(names)}, expected 'structure' and t0..t{len(expected) - 2}")
+    raw = arrays["structure"]
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise bad("its 'structure' is not JSON text")
+    try:
+        structure = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise bad(f"its 'structure' is not JSON text: {err}") from None
+    if not isinstance(structure, dict) or structure.get("format") != STATE_FORMAT or "root" not in structure:
+        raise bad(f"its structure has no 'root' of format {STATE_FORMAT}")
+
+    def dec(x, depth=0):
+        if depth > 64:
+            raise bad("its structure nests too deeply")
+        if x is None or isinstance(x, (bool, str, int, float)):
+            return x
+        if isinstance(x, list) or not isinstance(x, dict):
+            raise bad(f"untagged value {x!r:.60}")
+        tag = next((t for t in _TAGS if t in x), None)
+        if tag == "tensor":
+            return _decode_tensor(x, arrays, bad)
+        if tag == "float":
+            if x["float"] not in ("nan", "inf", "-inf"):
+                raise bad(f"bad float {x['float']!r:.40}")
+            return float(x["float"])
+        if tag in ("list", "tuple") and isinstance(x[tag], list):
+            items = [dec(v, depth + 1) for v in x[tag]]
+            return items if tag == "list" else tuple(items)
+        if tag == "dict" and isinstance(x["dict"], list):
+            out = collections.OrderedDict() if "metadata" in x else {}
+            for pair in x["dict"]:
+                if not (isinstance(pair, list) and len(pair) == 2) or isinstance(pair[0], (dict, list)):
+                    raise bad("a dict entry is not a [scalar key, value] pair")
+                out[pair[0]] = dec(pair[1], depth + 1)
+            if "metadata" in x:
+                meta = dec(x["metadata"], depth + 1)
+                if not isinstance(meta, dict):
+                    raise bad("a state dict's metadata is not a dict")
+                out._metadata = collections.OrderedDict(meta)
+            return out
+        raise bad(f"unknown entry {sorted(x)[:5]}")
+
+    return dec(structure["root"])
+
+
+def _decode_tensor(x: dict, arrays: dict, bad) -> torch.Tensor:
+    name, dtype_name, shape = x.get("tensor"), x.get("dtype"), x.get("shape")
+    if not isinstance(name, str) or name == "structure" or name not in arrays:
+        raise bad(f"a tensor refers to a missing array {name!r:.40}")
+    dtype = getattr(torch, dtype_name, None) if isinstance(dtype_name, str) and dtype_name.isidentifier() else None
+    if not isinstance(dtype, torch.dtype):
+        raise bad(f"unknown tensor dtype {dtype_name!r:.40}")
+    if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+        raise bad(f"bad tensor shape {shape!r:.60}")
+    a = arrays[name]
+    try:
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())
+        if x.get("raw"):
+            t = t.view(dtype).reshape(shape)
+        if t.dtype != dtype or list(t.shape) != shape:
+            raise ValueError(f"array {name} is {t.dtype} {list(t.shape)}, the structure says {dtype} {shape}")
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise bad(str(err)) from None
+    return t
+
+
+def _load_states(result, checkpoint: bool = False):
+    """The states in a cached training result: ``{fraction: state_dict}``, or a checkpoint's snapshot.
+
+    Raises:
+        CacheFormatError: the file does not hold what hesslab writes; names the file to delete.
+    """
+    arrays = {k: v for k, v in result.arrays.items() if k != "losses"}
+    states = _decode_states(arrays, result.path)
+    losses = result.arrays.get("losses")
+    if losses is None or losses.ndim != 1 or losses.dtype.kind != "f":
+        states = None
+    elif checkpoint:
+        ok = (isinstance(states, dict) and set(states) == {"model", "optimizer", "states", "step"}
+              and type(states["step"]) is int and isinstance(states["states"], dict))
+        states = states if ok else None
+    elif not isinstance(states, dict):
+        states = None
+    if states is None:
+        raise CacheFormatError(
+            f"{result.path} does not hold a training {'checkpoint' if checkpoint else 'run'} in hesslab's "
+            f"layout (losses, states). Delete {result.path} and its .json record (or the whole cache "
+            "folder) and the run will be recomputed."
+        )
+    return states
 
 
 def train(
@@ -149,8 +295,20 @@ def train(
         loss_fn: ``loss_fn(outputs, targets)``, a batch mean.
         batches: ``(inputs, targets)`` batches; step ``t`` uses ``batches[t % len(batches)]``.
         config: the run's settings.
-        cache: ``None``, ``True``, a folder or a :class:`~hesslab.cache.ResultCache`.
-        cache_key: what identifies model and data in the cache (required with ``cache``).
+        cache: ``None``, ``True``, a folder or a :class:`~hesslab.cache.ResultCache`. The run
+            is keyed by :func:`hesslab.fingerprint.computation_key`: the freshly built
+            model's initial parameter and buffer values and its structure (module
+            classes, their source, configuration attributes, a Hugging Face config),
+            the loss function's identity (a module-level function by name and source,
+            an ``nn.Module`` loss by structure), a hash of ``batches``, every field of
+            ``config``, ``cache_key`` and hesslab's version of training. States are
+            stored as plain arrays and JSON (never pickled), so a cache folder cannot
+            run code when loaded.
+        cache_key: optional str-keyed dict added to the key (e.g. the model's name and
+            size); required, describing it, for a loss that cannot be identified (a
+            lambda, partial, closure, bound method or callable object), else
+            :class:`~hesslab.fingerprint.UncacheableError`. ``build_model`` itself
+            needs no identity: the model it builds is fingerprinted.
         checkpoint_every: steps between resumable checkpoints (with a cache).
         progress: progress bar.
         device: where to train (default: CPU); checkpoint states are kept on the CPU.
@@ -161,15 +319,15 @@ def train(
     if not batches:
         raise ValueError("no batches to train on")
     store = open_cache(cache)
-    if store is not None and cache_key is None:
-        raise ValueError("pass cache_key={...} describing the model and data when caching a training run")
     torch.manual_seed(config.seed)
     model = build_model()
-    # the initial parameters are part of the key: a changed initialisation is a new run
-    key = {"run": cache_key, "init": model_fingerprint(model),
-           "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
-    if store is not None and (hit := store.load("train", key)) is not None:
-        return TrainResult(config, hit["losses"], _unpack(hit["states"]))
+    if store is not None:
+        # the built model's initial values and structure are part of the key: a changed
+        # initialisation or architecture is a new run
+        key = computation_key("train", model=model, loss_fn=loss_fn, data=batches, cache_key=cache_key,
+                              config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()})
+        if (hit := store.load("train", key)) is not None:
+            return TrainResult(config, hit["losses"], _load_states(hit))
     device = torch.device(device or "cpu")
     model = model.to(device).train()
     opt = make_optimizer(config, model.parameters())
@@ -178,7 +336,7 @@ def train(
     marks = {round(f * config.steps): f for f in config.checkpoints}
     start = 0
     if store is not None and (part := store.load_partial("train", key)) is not None:
-        saved = _unpack(part["state"])
+        saved = _load_states(part, checkpoint=True)
         model.load_state_dict(saved["model"])  # load_state_dict copies onto the model's device
         opt.load_state_dict(saved["optimizer"])
         states, start = saved["states"], saved["step"]
@@ -201,12 +359,12 @@ def train(
         opt.step()
         if store is not None and (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
             snapshot = {"model": model.state_dict(), "optimizer": opt.state_dict(), "states": states, "step": step + 1}
-            store.save_partial("train", key, {"state": _pack(snapshot), "losses": losses})
+            store.save_partial("train", key, {"losses": losses, **_encode_states(snapshot)})
     if config.steps in marks:
         states[marks[config.steps]] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     result = TrainResult(config, losses, states)
     if store is not None:
-        store.save("train", key, {"losses": losses, "states": _pack(states)})
+        store.save("train", key, {"losses": losses, **_encode_states(states)})
     return result
 
 
