@@ -31,7 +31,9 @@ def load_local_checkpoint(path, task: str = "auto", *, dtype: torch.dtype = torc
     """Load a Hugging Face checkpoint folder from disk (no network), with eager attention.
 
     Args:
-        path: folder with ``config.json`` and weights (``save_pretrained`` output).
+        path: folder with ``config.json`` and weights (``save_pretrained`` output):
+            ``model.safetensors``, or a legacy ``pytorch_model.bin`` read with
+            ``weights_only=True`` (no pickled code); remote code is never trusted.
         task: ``"causal-lm"`` (GPT-2 family), ``"masked-lm"`` (BERT family) or
             ``"auto"`` (from ``config.model_type``). Heads missing from the checkpoint
             (e.g. the MLM head of a sentence-embedding BERT) are initialised randomly,
@@ -47,7 +49,7 @@ def load_local_checkpoint(path, task: str = "auto", *, dtype: torch.dtype = torc
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint folder (no config.json); "
                                 "save one with model.save_pretrained(folder)")
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if task == "auto":
         task = "causal-lm" if config.model_type in ("gpt2", "gpt_neo", "llama", "gptj") else "masked-lm"
     for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob"):
@@ -56,8 +58,10 @@ def load_local_checkpoint(path, task: str = "auto", *, dtype: torch.dtype = torc
     loader = {"causal-lm": AutoModelForCausalLM, "masked-lm": AutoModelForMaskedLM}.get(task)
     if loader is None:
         raise ValueError(f"task must be 'auto', 'causal-lm' or 'masked-lm', got {task!r}")
+    # safetensors when present; a legacy .bin only through torch.load(weights_only=True),
+    # and never code shipped with the checkpoint: loading a folder cannot run code
     model = loader.from_pretrained(path, config=config, local_files_only=True, attn_implementation="eager",
-                                   torch_dtype=dtype).eval()
+                                   torch_dtype=dtype, weights_only=True, trust_remote_code=False).eval()
     kind = "tokens" if task == "causal-lm" else "masked-tokens"
     blocks = "gpt2-qkv" if config.model_type == "gpt2" else None
     return BuiltModel(model, lm_loss if task == "causal-lm" else mlm_loss, blocks, "transformer",
@@ -77,7 +81,7 @@ def minilm(pretrained: bool = True, *, seed: int = 0, dtype: torch.dtype = torch
     if pretrained:
         torch.manual_seed(seed)  # the MLM head is not in the checkpoint
         return load_local_checkpoint(minilm_path(), "masked-lm", dtype=dtype)
-    config = AutoConfig.from_pretrained(minilm_path(), local_files_only=True)
+    config = AutoConfig.from_pretrained(minilm_path(), local_files_only=True, trust_remote_code=False)
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     torch.manual_seed(seed)
     model = BertForMaskedLM._from_config(config, attn_implementation="eager").to(dtype).eval()
