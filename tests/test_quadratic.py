@@ -99,8 +99,18 @@ def test_blockwise_gd_closed_form_equals_iterated_block_steps():
     diag = np.repeat(1.0 / problem.eigenvalues.max(axis=1), problem.block_size)
     iterated = q.preconditioned_gd(problem, diag, 1.0, tol=1e-9, max_iter=2000)
     closed = q.blockwise_gd(problem, tol=1e-9, max_iter=2000)
-    assert iterated.iterations == closed.iterations
-    assert np.allclose(iterated.grad_norms, closed.grad_norms, rtol=1e-8, atol=0)
+    # Round-off of the iterated run: each step adds about eps·‖H‖‖w‖ to the iterate and
+    # the contraction (‖I − DH‖ ≤ 1) does not amplify it, so after t steps the gradients
+    # differ by at most ~ t·eps·κ·‖g_0‖ (a factor 10 for the constants), whatever the BLAS.
+    t = max(closed.iterations, iterated.iterations)
+    kappa = problem.eigenvalues.max() / problem.eigenvalues.min()
+    bound = 10 * t * np.finfo(float).eps * kappa * closed.grad_norms[0]
+    n = min(len(iterated.grad_norms), len(closed.grad_norms))
+    assert np.abs(iterated.grad_norms[:n] - closed.grad_norms[:n]).max() <= bound
+    # the stopping test can flip by one step only if ‖g‖ sits within that round-off of the threshold
+    threshold = 1e-9 * closed.grad_norms[0]
+    near = np.abs(closed.grad_norms[closed.iterations - 1:closed.iterations + 1] - threshold).min() <= bound
+    assert iterated.iterations == closed.iterations or (near and abs(iterated.iterations - closed.iterations) == 1)
     assert closed.iterations <= q.theory_bounds(problem, tol=1e-9)["blockwise"]
 
 
