@@ -24,7 +24,10 @@ def test_summing_micro_batches_scales_the_spectrum_by_their_number():
     total = sum(op @ v for op in per_batch)
     whole = HessianOperator(problem.model, problem.loss_fn, problem.data) @ v
     assert torch.allclose(total, len(problem.data) * whole, rtol=1e-10)
-    assert np.isclose(summed.lambda_max, len(problem.data) * mean.lambda_max)
+    # the spectra are measured separately (same probes): every Ritz value scales by the number of batches
+    count = len(problem.data)
+    assert np.allclose(summed.nodes, count * mean.nodes, rtol=1e-8, equal_nan=True)
+    assert np.allclose(summed.weights, mean.weights, atol=1e-10)
 
 
 def test_slq_converges_and_ghosts_disappear():
