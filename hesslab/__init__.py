@@ -24,10 +24,11 @@ from .slq import (
     blockwise_slq,
     exact_block_eigenvalues,
     hutchinson_trace,
+    operator_noise,
     slq,
-    top_eigenvalues,
 )
 from .spectra import SpectralDensity
+from .topk import TopEigenvalues, top_eigenvalues
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,8 @@ __all__ = [
     "blockwise_slq",
     "exact_block_eigenvalues",
     "top_eigenvalues",
+    "TopEigenvalues",
+    "operator_noise",
     "hutchinson_trace",
     "SpectralDensity",
     # results on disk

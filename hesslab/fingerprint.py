@@ -1,7 +1,7 @@
 """Content hashes of models and data, and the one key builder for every cached computation.
 
 Every cached result (:func:`hesslab.slq`, :func:`hesslab.blockwise_slq`,
-:func:`hesslab.train.train`) is stored under :func:`computation_key`, which covers:
+:func:`hesslab.top_eigenvalues`, :func:`hesslab.train.train`) is stored under :func:`computation_key`, which covers:
 
 - ``kind`` and hesslab's version of that computation (:data:`COMPUTATION_VERSIONS`;
   raised whenever an algorithm change alters results, so old results are not served);
@@ -42,7 +42,7 @@ from torch import nn
 
 #: hesslab's version of each cached computation; part of its key. Raise an entry
 #: whenever a change alters that computation's results, so old results are not served.
-COMPUTATION_VERSIONS = {"slq": 2, "blockwise_slq": 2, "train": 2}
+COMPUTATION_VERSIONS = {"slq": 2, "blockwise_slq": 2, "train": 2, "top_eigenvalues": 1}
 
 #: ``vars(module)`` entries that are not configuration: what ``nn.Module.__init__``
 #: sets (``training``, the parameter/buffer/submodule tables, hook tables), and
@@ -305,7 +305,8 @@ def computation_key(kind: str, *, model: nn.Module | None = None, loss_fn=None, 
     """The cache parameters of one computation; the only key builder hesslab uses.
 
     Args:
-        kind: a key of :data:`COMPUTATION_VERSIONS` (``"slq"``, ``"blockwise_slq"``, ``"train"``).
+        kind: a key of :data:`COMPUTATION_VERSIONS` (``"slq"``, ``"blockwise_slq"``,
+            ``"top_eigenvalues"``, ``"train"``).
         model: the model whose values and structure the result depends on
             (:func:`model_identity`); for ``train`` the freshly built model.
         loss_fn: the loss (:func:`callable_identity`).

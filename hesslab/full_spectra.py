@@ -3,7 +3,9 @@
 :func:`spectra_over_training` takes the best AdamW run of a model's gap study
 (:func:`hesslab.gap.gap_study`, which keeps the model state at :data:`hesslab.gap.STAGES`)
 and measures the SLQ spectrum of the *full* Hessian at every stage
-(:func:`full_spectrum`), on the profile's Hessian batches (:func:`hessian_batches`,
+(:func:`full_spectrum`), and its ten largest eigenvalues with multiplicity
+(:func:`hesslab.top_eigenvalues`, for the λ₁₀ normalisation of Figure 1), on the
+profile's Hessian batches (:func:`hessian_batches`,
 ``split="hessian"`` of :func:`hesslab.zoo.model_batches`). Everything a profile sets is in
 :data:`FULL_SETTINGS`. Batch-norm uses batch statistics (``batchnorm="train"``), as in the
 blockwise chapters. Spectra are cached by :func:`hesslab.slq`.
@@ -22,6 +24,7 @@ from .js import js_distance
 from .models import BuiltModel, build
 from .slq import slq
 from .spectra import SpectralDensity
+from .topk import top_eigenvalues
 from .zoo import model_batches
 
 #: profile -> model size, Hessian batches ``(count, size)`` for text and vision models,
@@ -36,6 +39,9 @@ FULL_SETTINGS = {
 
 #: the operator's batch-norm mode: batch statistics, as the model is trained
 BATCHNORM = "train"
+
+#: Figure 1 divides every spectrum by its k-th largest eigenvalue (with multiplicity)
+NORMALIZE_K = 10
 
 
 def _settings(profile: str) -> dict:
@@ -71,7 +77,9 @@ def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, see
         progress: progress bars (one tick per stage).
 
     Returns:
-        ``{stage: SpectralDensity}`` in raw eigenvalue units.
+        ``{stage: SpectralDensity}`` in raw eigenvalue units; ``info["top_eigenvalues"]``
+        and ``info["top_residuals"]`` hold the :data:`NORMALIZE_K` largest eigenvalues
+        (with multiplicity) and their residuals.
     """
     _check_stages(stages)
     settings = _settings(profile)
@@ -83,8 +91,12 @@ def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, see
     for stage in tqdm(stages, desc=f"{name} full spectra", disable=not progress):
         built.model.load_state_dict(run.states[stage])
         operator = HessianOperator(built.model, built.loss_fn, data, batchnorm=BATCHNORM)
-        out[stage] = slq(operator, num_steps=settings["num_steps"], num_probes=settings["num_probes"], seed=seed,
-                         cache=cache, progress=False)
+        spectrum = slq(operator, num_steps=settings["num_steps"], num_probes=settings["num_probes"], seed=seed,
+                       cache=cache, progress=False)
+        top = top_eigenvalues(operator, NORMALIZE_K, seed=seed, cache=cache)
+        spectrum.info.update(top_eigenvalues=top.values.tolist(), top_residuals=top.residuals.tolist(),
+                             top_converged=top.converged)
+        out[stage] = spectrum
     return out
 
 
@@ -103,14 +115,23 @@ def full_spectrum(name: str, profile: str = "cpu", stage: float = 1.0, **options
     return spectra_over_training(name, profile, stages=(stage,), **options)[stage]
 
 
-def normalized_by_lambda10(spectrum: SpectralDensity, k: int = 10) -> SpectralDensity:
-    """The spectrum with its eigenvalue axis divided by λ_k (per-probe k-th largest Ritz value, median over probes).
+def normalized_by_lambda10(spectrum: SpectralDensity, k: int = NORMALIZE_K) -> SpectralDensity:
+    """The spectrum with its eigenvalue axis divided by λ_k, the k-th largest eigenvalue counted with multiplicity.
 
-    Falls back to the largest eigenvalue when λ_k is not positive (recorded in ``info``).
+    λ_k comes from ``info["top_eigenvalues"]`` (:func:`hesslab.top_eigenvalues`, as
+    :func:`spectra_over_training` stores it) when present, else from the quadrature
+    weights (:meth:`~hesslab.SpectralDensity.kth_largest`, an estimate). Falls back to
+    the largest eigenvalue when λ_k is not positive. ``info["normalized_by"]`` says which.
     """
-    scale = spectrum.kth_largest(k)
+    top = spectrum.info.get("top_eigenvalues")
+    if top is not None and len(top) >= k:
+        scale, source = float(top[k - 1]), f"lambda_{k} (top_eigenvalues)"
+    else:
+        scale, source = spectrum.kth_largest(k), f"lambda_{k} (estimated from the SLQ weights)"
     if np.isfinite(scale) and scale > 0:
-        return spectrum.normalized(k)
+        out = spectrum.normalized(by=scale)
+        out.info["normalized_by"] = source
+        return out
     out = spectrum.normalized(by=spectrum.lambda_max)
     out.info["normalized_by"] = f"lambda_max (lambda_{k} = {scale:.3g} is not positive)"
     return out
@@ -128,5 +149,5 @@ def cross_family_js(spectra: dict[str, dict[float, SpectralDensity]], a: str, b:
             for s in stages}
 
 
-__all__ = ["FULL_SETTINGS", "BATCHNORM", "hessian_batches", "spectra_over_training", "full_spectrum",
+__all__ = ["FULL_SETTINGS", "BATCHNORM", "NORMALIZE_K", "hessian_batches", "spectra_over_training", "full_spectrum",
            "normalized_by_lambda10", "cross_family_js"]

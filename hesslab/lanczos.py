@@ -12,8 +12,14 @@ eigenvalues ("ghosts") appear; full reorthogonalisation (two Gram–Schmidt pass
 against all previous vectors) removes them at ``O(m² n)`` extra flops per probe.
 
 Breakdown (``β_j ≈ 0``: the Krylov space is invariant, e.g. after ``n`` steps in
-dimension ``n``) truncates that probe's tridiagonal; it is recorded, never papered
-over by dividing by a small constant.
+dimension ``n``, or after as many steps as the matrix has distinct eigenvalues)
+truncates that probe's tridiagonal; it is recorded, never papered over by dividing by
+a small constant. "≈ 0" is relative to the operator: ``β_j`` below ``breakdown_tol``
+times the largest ``|α|, β`` seen so far, or below ``noise_floor``, the operator's own
+round-off (:func:`hesslab.slq.operator_noise`). A float32 Hessian-vector product
+carries round-off far above float32's epsilon times the scale, and past a true
+breakdown Lanczos would otherwise go on with directions made of that round-off,
+adding Ritz values of (numerically) zero weight.
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ class LanczosProcess:
             ``m·k·n`` numbers); ``False`` keeps two and shows the ghosts.
         breakdown_tol: relative threshold on ``β``; default from the operator dtype.
         operator_dtype: dtype the operator computes in (sets the default tolerance).
+        noise_floor: absolute threshold on ``β``: the size of the operator's round-off
+            on a unit vector times a safety factor (see
+            :func:`hesslab.slq.breakdown_floor`); 0 disables it.
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class LanczosProcess:
         reorthogonalize: bool = True,
         breakdown_tol: float | None = None,
         operator_dtype: torch.dtype | None = None,
+        noise_floor: float = 0.0,
     ):
         if v0.ndim != 2 or v0.shape[1] == 0 or v0.shape[0] == 0:
             raise ValueError(f"start vectors must be [k, n] with k, n > 0, got {tuple(v0.shape)}")
@@ -108,6 +118,9 @@ class LanczosProcess:
         self.reorthogonalize = reorthogonalize
         dtype = operator_dtype or v0.dtype
         self.tol = breakdown_tol if breakdown_tol is not None else BREAKDOWN_TOL.get(dtype, 1e-6)
+        if not noise_floor >= 0:
+            raise ValueError(f"noise_floor must be >= 0, got {noise_floor}")
+        self.noise_floor = float(noise_floor)
         keep = self.num_steps if reorthogonalize else 2
         self._basis = v0.new_zeros(keep, k, n)
         self._basis[0] = v0 / norms
@@ -149,7 +162,7 @@ class LanczosProcess:
         self._alpha[:, j] = torch.where(active, alpha, 0)
         self._scale = torch.maximum(self._scale, torch.maximum(alpha.abs(), beta))
         self._steps = torch.where(active, j + 1, self._steps)
-        broke = active & (beta <= self.tol * self._scale)
+        broke = active & (beta <= torch.clamp(self.tol * self._scale, min=self.noise_floor))
         if j + 1 >= self.n:  # the Krylov space cannot grow past the dimension
             broke = active.clone()
         self._active = active & ~broke
@@ -178,6 +191,7 @@ def run_lanczos(
     reorthogonalize: bool = True,
     breakdown_tol: float | None = None,
     operator_dtype: torch.dtype | None = None,
+    noise_floor: float = 0.0,
     progress: bool = False,
 ) -> LanczosResult:
     """Run ``k`` Lanczos processes on ``matvec`` from the rows of ``v0``.
@@ -190,6 +204,7 @@ def run_lanczos(
         reorthogonalize: full reorthogonalisation (recommended; see module doc).
         breakdown_tol: relative ``β`` threshold (default by ``operator_dtype``).
         operator_dtype: dtype the operator computes in.
+        noise_floor: absolute ``β`` threshold (the operator's round-off); see :class:`LanczosProcess`.
         progress: show a progress bar over steps.
 
     Returns:
@@ -200,7 +215,7 @@ def run_lanczos(
     if v0.ndim == 1:
         v0 = v0[None]
     proc = LanczosProcess(v0, num_steps, reorthogonalize=reorthogonalize,
-                          breakdown_tol=breakdown_tol, operator_dtype=operator_dtype)
+                          breakdown_tol=breakdown_tol, operator_dtype=operator_dtype, noise_floor=noise_floor)
     bar = tqdm(total=proc.num_steps, desc="Lanczos", disable=not progress, leave=False)
     while not proc.done:
         proc.advance(matvec(proc.query()))

@@ -72,8 +72,8 @@ def _batch_size_rule(operator: HessianOperator):
     return None if fn is getattr(hvp, "_default_batch_size", None) else fn
 
 
-def operator_key(op, *, cache_key: dict | None = None, **arguments) -> dict:
-    """The cache key of ``op``'s spectrum computed with ``arguments`` (:func:`~hesslab.fingerprint.computation_key`).
+def operator_key(op, kind: str = "slq", *, cache_key: dict | None = None, **arguments) -> dict:
+    """The cache key of computation ``kind`` on ``op`` with ``arguments`` (:func:`~hesslab.fingerprint.computation_key`).
 
     A :class:`~hesslab.HessianOperator` (or a block of one) is keyed by its model's
     values and structure, its loss function, ``batch_size_fn``, data, selected
@@ -93,16 +93,16 @@ def operator_key(op, *, cache_key: dict | None = None, **arguments) -> dict:
         block = [op.block.name, [[p.param, repr(p.index)] for p in op.block.parts]]
         op = op.parent
     if isinstance(op, HessianOperator):
-        return computation_key("slq", model=op.model, loss_fn=op.loss_fn, data=op.data,
+        return computation_key(kind, model=op.model, loss_fn=op.loss_fn, data=op.data,
                                batch_size_fn=_batch_size_rule(op), cache_key=cache_key, params=op.names,
                                block=block, method=op.method, batchnorm=op.batchnorm, dtype=str(op.dtype),
                                **arguments)
     if isinstance(op, MatrixOperator):
-        return computation_key("slq", cache_key=cache_key, matrix=op.matrix, **arguments)
+        return computation_key(kind, cache_key=cache_key, matrix=op.matrix, **arguments)
     if cache_key is None:
         raise UncacheableError(f"cannot derive a cache key for {type(op).__name__}; pass cache_key={{...}} "
                                "describing it")
-    return computation_key("slq", cache_key=cache_key, operator=f"{type(op).__module__}:{type(op).__qualname__}",
+    return computation_key(kind, cache_key=cache_key, operator=f"{type(op).__module__}:{type(op).__qualname__}",
                            **arguments)
 
 
@@ -174,10 +174,11 @@ def slq(
     steps = min(num_steps, op.dim)
     bar = tqdm(total=steps * -(-(num_probes - done) // chunk), desc="SLQ", disable=not progress, leave=False)
     matvec = _matvec_in(op, basis_dtype)
+    floor = NOISE_FACTOR * operator_noise(op, seed, basis_dtype) if done < num_probes else 0.0
     for s in range(done, num_probes, chunk):
         start = time.perf_counter()
         proc = LanczosProcess(v0[s : s + chunk], num_steps, reorthogonalize=reorthogonalize,
-                              operator_dtype=op.dtype)
+                              operator_dtype=op.dtype, noise_floor=floor)
         while not proc.done:
             proc.advance(matvec(proc.query()))
             bar.update()
@@ -193,16 +194,43 @@ def slq(
                     wall_time=wall)
 
 
-def top_eigenvalues(op, k: int = 1, num_steps: int = 50, seed: int = 0) -> np.ndarray:
-    """The ``k`` largest eigenvalues by Lanczos from one probe (descending, ``[k]``).
+#: safety factor between an operator's measured round-off and the ``β`` that counts as breakdown
+NOISE_FACTOR = 10.0
 
-    Extreme Ritz values converge first; check convergence by raising ``num_steps``.
+
+def _noise_seed(seed: int) -> int:
+    """A seed for the round-off probes, independent of every probe and block seed."""
+    return int(np.random.SeedSequence([int(seed), 0x6E6F6973]).generate_state(1)[0])
+
+
+def _noise_vectors(dim: int, seed: int, dtype, device) -> Tensor:
+    """``[3, dim]`` rows ``a, b, a + b`` with ``a``, ``b`` unit Gaussian directions."""
+    ab = probe_vectors(dim, 2, _noise_seed(seed), dtype, device)
+    ab = ab / ab.norm(dim=1, keepdim=True)
+    return torch.cat([ab, ab.sum(0, keepdim=True)])
+
+
+def _noise_from_products(rows: Tensor, products: Tensor) -> float:
+    """Round-off per unit vector from the linearity defect ``A(a+b) − Aa − Ab`` (errors add in quadrature)."""
+    defect = (products[2] - products[0] - products[1]).norm()
+    return float(defect / rows.norm(dim=1).square().sum().sqrt())
+
+
+def operator_noise(op, seed: int = 0, basis_dtype: torch.dtype = torch.float64) -> float:
+    """The operator's round-off on a unit vector, measured from its defect of linearity.
+
+    A float32 Hessian-vector product is not exact: its error can be orders of magnitude
+    above float32's epsilon times ``‖H‖`` (cancellation in the double backward). The
+    exact product is linear, so ``‖H(a+b) − Ha − Hb‖`` is pure round-off; divided by
+    the three vectors' norms in quadrature it estimates the error of one product with a
+    unit vector. Three products (one batched call).
+
+    Returns:
+        The absolute error estimate (0 for an operator exact to the last bit).
     """
-    density = slq(op, num_steps=num_steps, num_probes=1, seed=seed, progress=False)
-    nodes = np.sort(density.nodes[0][~np.isnan(density.nodes[0])])[::-1]
-    if nodes.size < k:
-        raise ValueError(f"only {nodes.size} Ritz values for k={k}; raise num_steps")
-    return nodes[:k]
+    op = _as_operator(op)
+    rows = _noise_vectors(op.dim, seed, basis_dtype, op.device)
+    return _noise_from_products(rows, _matvec_in(op, basis_dtype)(rows))
 
 
 def hutchinson_trace(op, num_probes: int = 100, seed: int = 0) -> tuple[float, float]:
@@ -349,9 +377,12 @@ def blockwise_slq(
                disable=not progress)
     for group in groups:
         start = time.perf_counter()
+        floors = _block_noise_floors(operator, group, dims, seeds, basis_dtype)
+        info["data_passes"] += 1
         procs = [
             (b, LanczosProcess(probe_vectors(dims[b.name], num_probes, seeds[b.name], basis_dtype, operator.device),
-                               num_steps, reorthogonalize=reorthogonalize, operator_dtype=operator.dtype))
+                               num_steps, reorthogonalize=reorthogonalize, operator_dtype=operator.dtype,
+                               noise_floor=floors[b.name]))
             for b in group
         ]
         while live := [(b, p) for b, p in procs if not p.done]:
@@ -370,6 +401,15 @@ def blockwise_slq(
     return {name: _density(results[name], dims[name], seed=seeds[name], num_steps=num_steps,
                            method=operator.resolved_method, **info)
             for name in order}
+
+
+def _block_noise_floors(operator: HessianOperator, group: list[Block], dims: dict, seeds: dict,
+                        basis_dtype: torch.dtype) -> dict[str, float]:
+    """Breakdown floor (:data:`NOISE_FACTOR` × :func:`operator_noise`) of every block, from one pass over the data."""
+    rows = {b.name: _noise_vectors(dims[b.name], seeds[b.name], basis_dtype, operator.device) for b in group}
+    products = operator.block_products([(b, rows[b.name].to(operator.dtype)) for b in group])
+    return {b.name: NOISE_FACTOR * _noise_from_products(rows[b.name], hv.to(basis_dtype))
+            for b, hv in zip(group, products)}
 
 
 def exact_block_eigenvalues(operator: HessianOperator, blocks=None, max_dim: int = 5000) -> dict[str, np.ndarray]:

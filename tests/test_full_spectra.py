@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hesslab import HessianOperator, SpectralDensity, slq
+from hesslab import HessianOperator, SpectralDensity, slq, top_eigenvalues
 from hesslab import full_spectra as fs
 from hesslab.gap import STAGES, gap_study
 from hesslab.heterogeneity import hessian_data
@@ -29,8 +29,12 @@ def test_stage_zero_is_the_initial_model_and_spectra_follow_training(tmp_path):
     settings = fs.FULL_SETTINGS["smoke"]
     again = slq(op, num_steps=settings["num_steps"], num_probes=settings["num_probes"], seed=0)
     np.testing.assert_allclose(again.nodes, spectra[1.0].nodes, rtol=1e-6, atol=1e-9)
+    top = top_eigenvalues(op, fs.NORMALIZE_K)
+    np.testing.assert_allclose(spectra[1.0].info["top_eigenvalues"], top.values, rtol=1e-6)
+    assert spectra[1.0].info["top_converged"]
     one = fs.full_spectrum("gpt2-nano", "smoke", 0.5, cache=tmp_path, progress=False)
     np.testing.assert_allclose(one.nodes, spectra[0.5].nodes)
+    np.testing.assert_allclose(one.info["top_eigenvalues"], spectra[0.5].info["top_eigenvalues"])
 
 
 @pytest.mark.parametrize("make", [tiny_cnn, lambda: tiny_gpt2(n_embd=4, n_head=1, vocab=7)], ids=["cnn-batchnorm", "gpt2"])
@@ -47,8 +51,11 @@ def test_full_spectrum_with_all_lanczos_steps_is_the_exact_spectrum(make):
         # every Ritz value is an eigenvalue, and the extreme ones are found
         assert np.abs(row[:, None] - exact[None]).min(axis=1).max() < 1e-8 * scale
         assert row[-1] == pytest.approx(exact[-1], rel=1e-9) and row[0] == pytest.approx(exact[0], rel=1e-9)
-    # lambda_10 estimate (median over probes of each probe's 10th largest Ritz value)
-    assert spectrum.kth_largest(10) == pytest.approx(exact[-10], rel=1e-6)
+    # lambda_10 with multiplicity, the normalisation of Figure 1
+    top = top_eigenvalues(op, fs.NORMALIZE_K)
+    assert top.converged and top.values == pytest.approx(exact[::-1][: fs.NORMALIZE_K], rel=1e-8)
+    spectrum.info["top_eigenvalues"] = top.values.tolist()
+    assert fs.normalized_by_lambda10(spectrum).lambda_max == pytest.approx(exact[-1] / exact[-10], rel=1e-8)
 
 
 def test_normalisation_by_lambda10_and_its_fallback():
