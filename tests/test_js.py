@@ -93,3 +93,20 @@ def test_log_axis_separates_scales_that_the_linear_axis_merges():
     assert mapped.loc["a", "b"] == 0
     with pytest.raises(ValueError, match="axis"):
         js_matrix(spectra, axis="sqrt")
+
+
+def test_js_agrees_with_scipy_jensenshannon():
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        p, q = rng.gamma(0.5, size=300), rng.gamma(0.5, size=300)
+        p[rng.random(300) < 0.2] = 0.0  # disjoint parts of the supports too
+        dx = 0.01
+        # scipy normalises to probability vectors and returns the distance (natural log)
+        assert js_divergence(p, q, dx) == pytest.approx(jensenshannon(p, q) ** 2, rel=1e-12)
+    spectra = {name: SpectralDensity.from_eigenvalues(rng.normal(mu, 1.0, size=40)) for name, mu in (("a", 0), ("b", 1))}
+    from hesslab.js import shared_densities
+
+    _, (da, db) = shared_densities(list(spectra.values()))
+    assert js_distance(spectra["a"], spectra["b"], sqrt=True) == pytest.approx(jensenshannon(da, db), rel=1e-12)
