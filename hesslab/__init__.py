@@ -11,7 +11,9 @@ from .cache import CachedResult, CacheWarning, ResultCache, provenance
 from .fingerprint import UncacheableError, computation_key, data_fingerprint, model_fingerprint
 from .hvp import (
     BlockHessianOperator,
+    DataChangedError,
     HessianOperator,
+    ModelChangedError,
     NonFiniteError,
     UnsupportedAutogradError,
     dense_matrix,
@@ -41,6 +43,8 @@ __all__ = [
     "dense_matrix",
     "UnsupportedAutogradError",
     "NonFiniteError",
+    "DataChangedError",
+    "ModelChangedError",
     # blocks
     "Block",
     "BlockPart",
