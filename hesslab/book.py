@@ -1,13 +1,33 @@
 """Run the book's chapters with papermill and build the HTML with jupyter-book.
 
     python -m hesslab.book run --profile smoke|cpu|paper [--only NAME ...] [--out DIR] [--no-stored]
+                               [--cell-timeout SECONDS] [--chapter-timeout SECONDS]
     python -m hesslab.book build [--out DIR]
 
 ``run`` executes every chapter listed in ``_toc.yml`` (MyST markdown notebooks in
 ``notebooks/``, read with jupytext) with papermill, passing the profile's parameters
 from :mod:`hesslab.profiles`, into ``DIR/executed/<chapter>.ipynb``, and writes a timing
 summary to ``DIR/executed/summary.json``. A failing chapter stops nothing else; at the end
-the command exits non-zero naming each failing chapter and cell.
+the command exits non-zero naming each failing chapter and cell (its number among the
+chapter's code cells and its first line) and saying what to do.
+
+**Time limits.** Nothing waits forever. Each chapter runs in a worker process of its own
+(``hesslab/_book_worker.py``); each cell may run ``--cell-timeout`` seconds and the whole
+chapter, kernel start-up included, ``--chapter-timeout`` seconds (defaults per profile in
+:data:`hesslab.profiles.TIME_LIMITS`: smoke 5 min / 10 min, cpu 1 h / 2 h, paper 12 h / 24 h).
+A cell that runs past a limit, or whose kernel dies, fails its chapter; the kernel is shut
+down, and killed with its process group if it does not exit. A worker that overruns its
+chapter limit by :data:`KILL_GRACE` seconds is killed with its kernel. Failed chapters are
+not retried (a retry would hide the failure and double the time of a hang). Only a
+successful chapter writes ``executed/<chapter>.ipynb``; a failed one removes it and leaves
+its partially executed notebook in ``executed/failed/``, and ``build`` refuses to build
+while a chapter's last run failed.
+
+**Widgets.** Output captured into an ``ipywidgets.Output`` (``with output:``) during batch
+execution made nbclient send messages to the kernel on the socket on which it was waiting
+for the cell's reply, which could lose that reply (see ``hesslab/_book_worker.py``); the
+worker's nbclient records such output without sending anything, and the chapters put
+their figures into widgets with :func:`hesslab.interactive.figure_output` instead.
 
 **Stored paper-profile chapters.** A chapter executed successfully at the ``paper``
 profile (on a GPU) is also stored, with a note on top of the page and its provenance
@@ -32,6 +52,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -40,7 +61,7 @@ from pathlib import Path
 
 import yaml
 
-from .profiles import PROFILES, parameters_for
+from .profiles import PROFILES, TimeLimits, parameters_for, time_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "book" / "_build"
@@ -48,9 +69,23 @@ DEFAULT_OUT = ROOT / "book" / "_build"
 STORED_PROFILE = "paper"
 
 
+#: seconds the runner waits past a chapter's limit for its worker to fail by itself before
+#: killing the worker and the kernel (the worker's own limits normally fire first)
+KILL_GRACE = 30.0
+#: where failed chapters' partially executed notebooks go, under ``executed/``
+FAILED_DIR = "failed"
+_WORKER = Path(__file__).with_name("_book_worker.py")
+
+
 @dataclass
 class ChapterRun:
-    """Outcome of executing one chapter."""
+    """Outcome of executing one chapter.
+
+    ``failed_cell`` is the failing code cell's number in ``notebooks/<chapter>.md`` (counting
+    its code cells from 1; ``None`` if no cell of the chapter was running) and
+    ``failed_source`` its first line. ``failure`` says how it failed: ``"error"`` (an
+    exception), ``"cell-timeout"``, ``"chapter-timeout"``, ``"dead-kernel"``, or ``""``.
+    """
 
     chapter: str
     profile: str
@@ -59,6 +94,20 @@ class ChapterRun:
     error: str = ""
     failed_cell: int | None = None
     stored: str | None = None  # the stored record's path when the chapter was reused, not executed
+    failed_source: str = ""
+    failure: str = ""
+
+    def describe(self) -> str:
+        """One line naming the chapter, the failing cell and what to do (``""`` when it succeeded)."""
+        if self.ok:
+            return ""
+        if self.failed_cell is not None:
+            where = f"at cell {self.failed_cell} (`{self.failed_source}`)"
+        elif self.failed_source:
+            where = f"in papermill's injected parameters cell (`{self.failed_source}`)"
+        else:
+            where = "before any cell ran"
+        return f"chapter {self.chapter!r} failed {where}: {self.error}"
 
 
 def chapters(root: Path = ROOT) -> list[str]:
@@ -82,30 +131,119 @@ def chapters(root: Path = ROOT) -> list[str]:
     return found
 
 
-def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT) -> ChapterRun:
-    """Execute ``notebooks/<chapter>.md`` at ``profile`` into ``out_dir/<chapter>.ipynb``."""
+def _worker_command(spec: Path) -> list[str]:
+    """The command that executes one chapter (run by path: it does not import hesslab or torch)."""
+    return [sys.executable, str(_WORKER), str(spec)]
+
+
+def _kill_group(pgid: int | None) -> None:
+    if pgid and hasattr(os, "killpg"):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _failure_message(failure: str, error: str, profile: str, limits: TimeLimits) -> str:
+    if failure == "cell-timeout":
+        return (f"timed out: the cell ran past the cell limit of {limits.cell:g} s ({profile} profile). "
+                "If the machine is just slow, raise it with --cell-timeout SECONDS; if the cell hangs "
+                "(an idle kernel), interrupt it in JupyterLab to see where")
+    if failure == "chapter-timeout":
+        return (f"timed out: the chapter ran past the chapter limit of {limits.chapter:g} s ({profile} profile) "
+                f"during this cell. If the machine is just slow, raise it with --chapter-timeout SECONDS")
+    if failure == "dead-kernel":
+        return ("the kernel died while this cell ran (killed, out of memory, a crash in native code, "
+                "or os._exit); run the chapter in JupyterLab to see it")
+    return error
+
+
+def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT,
+                    limits: TimeLimits | None = None) -> ChapterRun:
+    """Execute ``notebooks/<chapter>.md`` at ``profile`` into ``out_dir/<chapter>.ipynb``, under time limits.
+
+    The chapter runs in a worker process (``hesslab/_book_worker.py``, papermill) with each
+    cell limited to ``limits.cell`` seconds and the whole chapter, kernel start-up included,
+    to ``limits.chapter`` (default: the profile's :data:`~hesslab.profiles.TIME_LIMITS`).
+    On a timeout the kernel is shut down (and killed if it does not exit). Should the worker
+    itself overrun by :data:`KILL_GRACE` seconds, it and its kernel are killed.
+
+    Only a successful run writes ``out_dir/<chapter>.ipynb``; a failed run removes it (it
+    would be a stale result) and leaves the partially executed notebook in
+    ``out_dir/failed/<chapter>.ipynb``.
+    """
     import jupytext
-    import papermill as pm
 
     source = root / "notebooks" / f"{chapter}.md"
     if not source.exists():
         raise FileNotFoundError(f"chapter {chapter!r} is in _toc.yml but {source} does not exist")
+    limits = limits or time_limits(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{chapter}.ipynb"
-    staged = out_dir / f".{chapter}.input.ipynb"
-    jupytext.write(jupytext.read(source), staged)
+    work = out_dir / ".work"
+    work.mkdir(exist_ok=True)
+    target, failed = out_dir / f"{chapter}.ipynb", out_dir / FAILED_DIR / f"{chapter}.ipynb"
+    paths = {name: work / f"{chapter}.{name}" for name in
+             ("input.ipynb", "output.ipynb", "spec.json", "status.json", "result.json")}
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    jupytext.write(jupytext.read(source), paths["input.ipynb"])
+    paths["spec.json"].write_text(json.dumps({
+        "input": str(paths["input.ipynb"]), "output": str(paths["output.ipynb"]), "cwd": str(root / "notebooks"),
+        "parameters": parameters_for(chapter, profile), "kernel_name": "python3",
+        "cell_limit": limits.cell, "chapter_limit": limits.chapter,
+        "status": str(paths["status.json"]), "result": str(paths["result.json"])}))
     start = time.perf_counter()
+    worker = subprocess.Popen(_worker_command(paths["spec.json"]), start_new_session=True)
+    killed = False
     try:
-        pm.execute_notebook(str(staged), str(target), parameters=parameters_for(chapter, profile),
-                            kernel_name="python3", cwd=str(root / "notebooks"), progress_bar=False)
-        return ChapterRun(chapter, profile, time.perf_counter() - start, True)
-    except pm.PapermillExecutionError as err:
-        return ChapterRun(chapter, profile, time.perf_counter() - start, False,
-                          f"{err.ename}: {err.evalue}", err.exec_count)
-    except Exception as err:  # kernel died, bad parameters, ...
-        return ChapterRun(chapter, profile, time.perf_counter() - start, False, f"{type(err).__name__}: {err}")
+        worker.wait(timeout=limits.chapter + KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        killed = True
     finally:
-        staged.unlink(missing_ok=True)
+        if killed or worker.poll() is None:  # overran, or we are interrupted: leave no worker or kernel behind
+            status = _read_json(paths["status.json"]) or {}
+            _kill_group(worker.pid)
+            _kill_group(status.get("kernel_pgid"))
+            worker.wait()
+    seconds = time.perf_counter() - start
+    result = _read_json(paths["result.json"])
+    if killed or result is None:
+        status = _read_json(paths["status.json"]) or {}
+        failure = "chapter-timeout" if killed else "error"
+        error = ("the chapter worker did not finish within the chapter limit and was killed with its kernel"
+                 if killed else f"the chapter worker exited with code {worker.returncode} without a result")
+        result = {"ok": False, "failure": failure, "error": error, "cell": status.get("cell")}
+    cell = result.get("cell") or {}
+    message = "" if result["ok"] else _failure_message(result["failure"], result["error"], profile, limits)
+    if killed:
+        message += (f"; its worker had not stopped {KILL_GRACE:g} s after that limit and was killed with its kernel "
+                    "(a hang outside the cells: report it)")
+    run = ChapterRun(chapter, profile, seconds, bool(result["ok"]), message,
+                     cell.get("number") if not result["ok"] else None,
+                     failed_source="" if result["ok"] else cell.get("source", ""),
+                     failure=result["failure"])
+    if run.ok:
+        os.replace(paths["output.ipynb"], target)
+        failed.unlink(missing_ok=True)
+    else:
+        target.unlink(missing_ok=True)
+        if paths["output.ipynb"].exists():
+            failed.parent.mkdir(exist_ok=True)
+            os.replace(paths["output.ipynb"], failed)
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    try:
+        work.rmdir()
+    except OSError:
+        pass
+    return run
 
 
 def stored_dir(root: Path = ROOT, profile: str = STORED_PROFILE) -> Path:
@@ -172,7 +310,8 @@ def _reuse_stored(chapter: str, executed: Path, root: Path) -> ChapterRun | None
 
 
 def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, root: Path = ROOT,
-        use_stored: bool | None = None) -> list[ChapterRun]:
+        use_stored: bool | None = None, cell_timeout: float | None = None,
+        chapter_timeout: float | None = None) -> list[ChapterRun]:
     """Execute the chapters (all, or ``only``) at ``profile``; see the module docstring.
 
     Args:
@@ -182,6 +321,9 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, ro
         root: the book's source tree (``_toc.yml``, ``notebooks/``, ``data/results``).
         use_stored: reuse current stored paper-profile chapters (default: for ``cpu`` only).
             Runs at the stored profile itself store their successful chapters.
+        cell_timeout: seconds one cell may run (default: the profile's, see
+            :data:`hesslab.profiles.TIME_LIMITS`).
+        chapter_timeout: seconds one chapter may run (default: the profile's).
 
     Returns:
         One :class:`ChapterRun` per chapter, in ``_toc.yml`` order.
@@ -190,6 +332,7 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, ro
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    limits = time_limits(profile, cell=cell_timeout, chapter=chapter_timeout)
     names = chapters(root)
     unknown = sorted(set(only or []) - set(names))
     if unknown:
@@ -203,7 +346,7 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, ro
         bar.set_postfix_str(name)
         result = _reuse_stored(name, executed, root) if reuse and profile != STORED_PROFILE else None
         if result is None:
-            result = execute_chapter(name, profile, executed, root)
+            result = execute_chapter(name, profile, executed, root, limits)
             if result.ok and profile == STORED_PROFILE:
                 print(f"{name}: stored as {store_chapter(result, executed, root)}")
         results.append(result)
@@ -213,8 +356,8 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, ro
     summary_path.write_text(json.dumps(previous, indent=2))
     print(f"\n{'chapter':<24}{'profile':<9}{'seconds':>9}  result")
     for r in results:
-        where = f" (cell {r.failed_cell})" if r.failed_cell else ""
-        status = "ok" if r.ok else "FAILED" + where
+        where = f" at cell {r.failed_cell}" if r.failed_cell is not None else ""
+        status = "ok" if r.ok else f"FAILED ({r.failure}{where})"
         print(f"{r.chapter:<24}{r.profile:<9}{r.seconds:>9.1f}  {status}{' (stored run)' if r.stored else ''}")
     return results
 
@@ -238,7 +381,14 @@ def build(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
     out = Path(out)
     executed = out / "executed"
     names = chapters(root)
-    missing = [n for n in names if not (executed / f"{n}.ipynb").exists()]
+    summary_path = executed / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    failed = [f"{n}: {summary[n].get('error', '')}" for n in names if n in summary and not summary[n]["ok"]]
+    if failed:
+        raise FileNotFoundError("chapters failed in their last run, so there is no executed notebook to build "
+                                f"from (partial ones are in {executed / FAILED_DIR}); fix them and run "
+                                "'python -m hesslab.book run --only NAME ...' again:\n  " + "\n  ".join(failed))
+    missing = [n for n in names if not (executed / f"{n}.ipynb").exists() or n not in summary]
     if missing:
         raise FileNotFoundError(f"chapters {missing} have not been executed; run "
                                 f"'python -m hesslab.book run --profile cpu' first")
@@ -252,7 +402,6 @@ def build(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
     (src / "notebooks").mkdir()
     for name in names:
         shutil.copy(executed / f"{name}.ipynb", src / "notebooks" / f"{name}.ipynb")
-    summary = json.loads((executed / "summary.json").read_text())
     (src / "book" / "execution-statistics.md").write_text(_statistics_page({n: summary[n] for n in names}))
     html = out / "html"
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src), "--path-output", str(out / "jb"),
@@ -276,15 +425,24 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     p_run.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p_run.add_argument("--no-stored", action="store_true",
                        help=f"execute every chapter, even where a current stored {STORED_PROFILE} run exists")
+    p_run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                       help="the longest one cell may run (default: the profile's; smoke 300, cpu 3600, paper 43200)")
+    p_run.add_argument("--chapter-timeout", type=float, metavar="SECONDS",
+                       help="the longest one chapter may run (default: the profile's; smoke 600, cpu 7200, "
+                            "paper 86400)")
     p_build = sub.add_parser("build", help="build the HTML book from executed chapters")
     p_build.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.command == "run":
-        results = run(args.profile, args.only, args.out, root, use_stored=False if args.no_stored else None)
+        try:
+            results = run(args.profile, args.only, args.out, root, use_stored=False if args.no_stored else None,
+                          cell_timeout=args.cell_timeout, chapter_timeout=args.chapter_timeout)
+        except ValueError as err:  # unknown chapter, non-positive limit
+            print(err, file=sys.stderr)
+            return 2
         failed = [r for r in results if not r.ok]
         for r in failed:
-            where = f"at cell {r.failed_cell}" if r.failed_cell else "before any cell ran"
-            print(f"chapter {r.chapter!r} failed {where}: {r.error}", file=sys.stderr)
+            print(r.describe(), file=sys.stderr)
         return 1 if failed else 0
     try:
         build(args.out, root)

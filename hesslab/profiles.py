@@ -4,9 +4,64 @@ A chapter's tagged ``parameters`` cell holds its ``cpu`` defaults; a profile onl
 overrides parameters (papermill ``-p``). ``smoke`` runs every chapter in about a
 minute on 2 CPU cores (CI); ``cpu`` is the default book (well under an hour on a
 laptop); ``paper`` uses the paper's sizes and needs a GPU.
+
+Each profile also sets the time limits under which :mod:`hesslab.book` executes a chapter
+(:data:`TIME_LIMITS`, overridable on the command line).
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 PROFILES = ("smoke", "cpu", "paper")
+
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """Wall-clock limits, in seconds, for executing one chapter.
+
+    Attributes:
+        cell: the longest one cell may run.
+        chapter: the longest the whole chapter may run, kernel start-up included.
+    """
+
+    cell: float
+    chapter: float
+
+    def __post_init__(self):
+        if not (self.cell > 0 and self.chapter > 0):
+            raise ValueError(f"time limits must be positive seconds, got cell={self.cell}, chapter={self.chapter}")
+
+
+#: profile -> time limits. ``smoke`` chapters take about a minute each on 2 CPU cores with an
+#: empty cache, so 5 min per cell and 10 min per chapter fail a hung chapter well inside a
+#: CI job's limit while leaving a slow machine several times the usual time. ``cpu``: all
+#: chapters together take about 25 minutes on 2 cores with an empty cache, most of it the
+#: gap chapter's training; 1 h per cell and 2 h per chapter. ``paper`` (a GPU, the papers'
+#: sizes, never timed yet): 12 h per cell, a day per chapter.
+TIME_LIMITS: dict[str, TimeLimits] = {
+    "smoke": TimeLimits(cell=5 * 60, chapter=10 * 60),
+    "cpu": TimeLimits(cell=60 * 60, chapter=2 * 60 * 60),
+    "paper": TimeLimits(cell=12 * 60 * 60, chapter=24 * 60 * 60),
+}
+
+
+def time_limits(profile: str, cell: float | None = None, chapter: float | None = None) -> TimeLimits:
+    """The time limits for executing a chapter at ``profile``, with optional overrides.
+
+    Args:
+        profile: one of :data:`PROFILES`.
+        cell: seconds one cell may run (default: the profile's).
+        chapter: seconds one chapter may run (default: the profile's).
+
+    Returns:
+        A :class:`TimeLimits`.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    default = TIME_LIMITS[profile]
+    return TimeLimits(cell=default.cell if cell is None else cell,
+                      chapter=default.chapter if chapter is None else chapter)
 
 #: chapter stem -> profile -> parameter overrides (``{}`` means the cell's defaults)
 CHAPTER_PARAMETERS: dict[str, dict[str, dict]] = {}
