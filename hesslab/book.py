@@ -27,7 +27,7 @@ while a chapter's last run failed.
 execution made nbclient send messages to the kernel on the socket on which it was waiting
 for the cell's reply, which could lose that reply (see ``hesslab/_book_worker.py``); the
 worker's nbclient records such output without sending anything, and the chapters put
-their figures into widgets with :func:`hesslab.interactive.figure_output` instead.
+their figures into widgets with :func:`hesslab.interactive.live_figure` instead.
 
 **Stored paper-profile chapters.** A chapter executed successfully at the ``paper``
 profile (on a GPU) is also stored, with a note on top of the page and its provenance
