@@ -31,8 +31,11 @@ PROBE = """<script>window.addEventListener("load", function () { setTimeout(func
   var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
                    .map(function (i) { return i.src.slice(0, 100); });
   var widgets = document.querySelectorAll(".jupyter-widgets").length;
+  var widgetFigures = Array.from(document.querySelectorAll(".widget-output img"))
+                           .filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
   var p = document.createElement("div"); p.id = "hesslab-probe";
-  p.textContent = JSON.stringify({images: imgs.length, broken: broken, widgets: widgets});
+  p.textContent = JSON.stringify({images: imgs.length, broken: broken, widgets: widgets,
+                                  widgetFigures: widgetFigures});
   document.body.appendChild(p); }, 2000); });</script></body>"""
 
 
@@ -100,6 +103,8 @@ def test_chapter_pages_show_their_figures_in_a_browser(html, tmp_path):
         assert not report["broken"], f"{name}: figures that do not decode: {report['broken']}"
         if "application/vnd.jupyter.widget-view+json" in page.read_text():
             assert report["widgets"] > 0, f"{name}: embedded widgets did not render offline"
+        if "live_figure(" in (ROOT / "notebooks" / f"{name}.md").read_text():
+            assert report["widgetFigures"] > 0, f"{name}: the figure inside its Output widget is not shown"
         for error in ("Traceback (most recent call last)", 'class="output traceback"', "Error rendering"):
             assert error not in dom, f"{name}: the page shows error output ({error!r})"
         subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
