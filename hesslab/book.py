@@ -211,6 +211,7 @@ def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT
             status = _read_json(paths["status.json"]) or {}
             _kill_group(worker.pid)
             _kill_group(status.get("kernel_pgid"))
+            worker.kill()  # where there are no process groups
             worker.wait()
     seconds = time.perf_counter() - start
     result = _read_json(paths["result.json"])
