@@ -64,6 +64,8 @@ import yaml
 from .profiles import PROFILES, TimeLimits, parameters_for, time_limits
 
 ROOT = Path(__file__).resolve().parents[1]
+#: seconds ``jupyter-book build`` may take (it renders executed notebooks; seconds in practice)
+BUILD_TIMEOUT = 1800
 DEFAULT_OUT = ROOT / "book" / "_build"
 #: the profile whose executed chapters are stored in the repository and reused by ``cpu`` runs
 STORED_PROFILE = "paper"
@@ -212,7 +214,7 @@ def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT
             _kill_group(worker.pid)
             _kill_group(status.get("kernel_pgid"))
             worker.kill()  # where there are no process groups
-            worker.wait()
+            worker.wait(timeout=KILL_GRACE)
     seconds = time.perf_counter() - start
     result = _read_json(paths["result.json"])
     if killed or result is None:
@@ -408,7 +410,8 @@ def build(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src), "--path-output", str(out / "jb"),
            "--warningiserror", "--keep-going", "--quiet"]
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
-    subprocess.run(cmd, check=True, env=env)
+    # the executed notebooks are only rendered (nothing runs): half an hour is a hang
+    subprocess.run(cmd, check=True, env=env, timeout=BUILD_TIMEOUT)
     if html.exists():
         shutil.rmtree(html)
     shutil.copytree(out / "jb" / "_build" / "html", html)

@@ -71,8 +71,9 @@ def test_executed_outputs_reproduce_under_nbval(executed):
     notebooks = sorted(str(p) for p in (executed / "executed").glob("*.ipynb"))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval", *notebooks, "-q", "-p", "no:cacheprovider",
-         "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "--rootdir", str(executed)],
-        capture_output=True, text=True, cwd=executed)
+         "--nbval-cell-timeout=300", "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+         "--rootdir", str(executed)],
+        capture_output=True, text=True, cwd=executed, timeout=1200)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 

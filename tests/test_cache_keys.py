@@ -209,7 +209,8 @@ def test_keys_are_stable_across_processes():
             "from hesslab.fingerprint import computation_key; from hesslab.validation import tiny_gpt2; "
             "p = tiny_gpt2(); print(ResultCache.key('slq', computation_key('slq', model=p.model, "
             "loss_fn=p.loss_fn, data=p.data, num_steps=3)))")
-    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                          timeout=120)
            .stdout.strip() for _ in range(2)]
     from hesslab.validation import tiny_gpt2
 

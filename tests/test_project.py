@@ -31,6 +31,6 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 def test_docstrings_follow_google_convention():
     result = subprocess.run(
         [sys.executable, "-m", "pydocstyle", "--convention=google", "--add-ignore=D105,D107", str(ROOT / "hesslab")],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-4000:]
