@@ -185,7 +185,7 @@ def top_eigenvalues(
         theta, U = _rayleigh_ritz(V, W)
         scale = max(scale, float(theta.abs().max()))
         bound = max(rel_tol * scale, 10.0 * noise)
-        top = min(p, V.shape[0])
+        top = min(max(k, p), V.shape[0])
         Y, AY = U[:, :top].T @ V, U[:, :top].T @ W
         R = AY - theta[:top, None] * Y
         residuals = R.norm(dim=1)
@@ -200,7 +200,7 @@ def top_eigenvalues(
         if V.shape[0] + p > max_basis:  # thick restart from the best Ritz vectors
             keep = max_basis - p
             V, W = U[:, :keep].T @ V, U[:, :keep].T @ W
-        candidates = R
+        candidates = R[:p]
     bar.close()
     values = theta[:k].double().cpu().numpy()
     result = TopEigenvalues(values, residuals[:k].double().cpu().numpy(), bound, converged, matvecs, noise,

@@ -232,6 +232,13 @@ def test_top_eigenvalues_with_multiplicity_on_hard_spectra(name, ev):
     assert torch.allclose(V @ V.T, torch.eye(10, dtype=V.dtype), atol=1e-10)
 
 
+def test_top_eigenvalues_with_a_smaller_block_than_k():
+    ev = np.linspace(0.0, 10.0, 120)  # distinct eigenvalues: one start vector suffices
+    top = top_eigenvalues(matrix_with_spectrum(ev), k=6, block_size=2, tol=1e-7)
+    assert top.converged and len(top.residuals) == 6
+    assert np.all(np.abs(top.values - np.sort(ev)[::-1][:6]) <= top.residuals + 1e-12)
+
+
 def test_top_eigenvalues_report_non_convergence():
     A = matrix_with_spectrum(np.linspace(0.0, 1.0, 400))  # no gap: slow
     with pytest.warns(RuntimeWarning, match="did not converge"):
