@@ -29,7 +29,7 @@ from .zoo import model_batches
 
 #: profile -> model size, Hessian batches ``(count, size)`` for text and vision models,
 #: Lanczos steps and probes. The paper: 100 steps, 10 probes; GPT-2's Hessian batch
-#: 60 micro-batches × 8 sequences, vision 30 × 256 images (SPEC A.1). Smoke and cpu use
+#: 60 micro-batches × 8 sequences, vision 30 × 256 images (the paper's code). Smoke and cpu use
 #: the blockwise chapters' Hessian batches, so both look at the same data.
 FULL_SETTINGS = {
     "smoke": {"size": "smoke", "text": (2, 4), "vision": (2, 32), "num_steps": 12, "num_probes": 2},

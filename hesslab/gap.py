@@ -61,7 +61,7 @@ LR_GRID_PAPER = {
 _SCHEDULE = {"text": dict(schedule="cosine", warmup=50, clip=1.0), "vision": dict(schedule="cosine", warmup=0, clip=None)}
 
 #: the paper profile follows the paper's code: GPT-2 AdamW β = (0.9, 0.95), weight decay 0.1;
-#: vision weight decay 1e-4 (SPEC A.9)
+#: vision weight decay 1e-4
 _PAPER = {"text": dict(warmup=500, betas=(0.9, 0.95), weight_decay=0.1), "vision": dict(weight_decay=1e-4)}
 
 

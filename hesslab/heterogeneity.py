@@ -31,7 +31,7 @@ from .zoo import model_batches
 SETTINGS = {
     "smoke": {"size": "smoke", "text": (2, 4), "vision": (2, 32), "num_steps": 10, "num_probes": 2},
     "cpu": {"size": "cpu", "text": (2, 16), "vision": (2, 128), "num_steps": 20, "num_probes": 4},
-    # the paper: 100 steps, 10 probes; GPT-2's Hessian batch 60 × 8 × 1024 tokens (SPEC A.0/A.1)
+    # the paper: 100 steps, 10 probes; GPT-2's Hessian batch 60 × 8 × 1024 tokens (the paper's code)
     "paper": {"size": "paper", "text": (60, 8), "vision": (30, 256), "num_steps": 100, "num_probes": 10},
 }
 
@@ -41,7 +41,7 @@ JS_VARIANTS = {
     "linear": {"axis": "linear"},
 }
 
-#: Table 1 as recalled in SPEC A.7 (unverified; column assignment of the last three disputed)
+#: Table 1 of the paper as recalled (unverified; which model the last three values belong to is disputed)
 PAPER_TABLE1 = {"resnet18": 0.10, "vgg16": 0.09, "gpt2-pretrained": 18.84, "mlp-mixer": 34.90, "bert": 53.38,
                 "gpt2-nano": 83.23, "vit-base": 286.41, "gpt2": 371.68}
 

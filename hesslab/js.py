@@ -1,6 +1,6 @@
 """Jensen–Shannon distances between blockwise spectra, and JS⁰ (Table 1 / Figure 4).
 
-The paper's exact JS formula is not public (SPEC A.0): its Table 1 values exceed
+The paper's exact JS formula is not public: its Table 1 values exceed
 ln 2, impossible for a JS divergence between probability distributions. Two modes:
 
 * ``mode="probability"`` (default): the two densities are evaluated on one shared

@@ -99,7 +99,7 @@ class HeterogeneousMLP(nn.Module):
 
     With ``c = 1`` it is a plain MLP; larger ``c`` makes the layers' Hessian blocks live
     on different scales (block heterogeneity). The paper's exact construction is
-    unverified (SPEC A.5); this is the documented choice of this book.
+    unverified; this is the documented choice of this book.
     """
 
     def __init__(self, in_features=64, width=64, depth=4, num_classes=10, c=1.0):
