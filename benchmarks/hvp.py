@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hesslab.benchmark import benchmark_problems, blockwise_step_costs, hvp_costs, paper_order_agreement
-from hesslab.validation import lm_loss
+from hesslab.experiments.hvp_costs import benchmark_problems, blockwise_step_costs, hvp_costs, paper_order_agreement
+from hesslab.experiments.methods import lm_loss
 
 
 class LogitsOnly(nn.Module):

@@ -1,15 +1,22 @@
-"""hesslab: Hessian spectra, block heterogeneity and optimiser comparisons.
+"""hesslab: Hessian spectra, block heterogeneity and their numerics, for any PyTorch model.
 
-The package behind the executable book of Zhang et al., "Why Transformers Need
-Adam: A Hessian Perspective" (NeurIPS 2024). Submodules not imported here:
-``hesslab.quadratic``, ``hesslab.models``, ``hesslab.data``, ``hesslab.train``,
-``hesslab.cache``, ``hesslab.plotting``, ``hesslab.book``.
+The numerical core of the executable book of Zhang et al., "Why Transformers Need Adam: A
+Hessian Perspective" (NeurIPS 2024). It needs torch, numpy, scipy, pandas and tqdm only.
+
+Three wings:
+
+- this package's top level, the core: Hessian operators, blocks, Lanczos, SLQ, top
+  eigenvalues, traces, spectral densities and Jensen–Shannon heterogeneity;
+- :mod:`hesslab.storage`: results on disk keyed by model, loss, data and arguments
+  (:mod:`hesslab.storage.cached` stores and resumes the core's long computations);
+- :mod:`hesslab.experiments`: the paper's models, data, training runs and figures, and
+  :mod:`hesslab.book`: the chapter runner, plots and widgets (extras ``[experiments]``,
+  ``[book]``). Neither is imported here.
 """
 
-from .blocks import Block, BlockPart, resolve_blocks
-from .cache import CachedResult, CacheWarning, ResultCache, provenance
-from .fingerprint import UncacheableError, computation_key, data_fingerprint, model_fingerprint
-from .hvp import (
+from hesslab.blocks import Block, BlockPart, resolve_blocks
+from hesslab.checkpoint import Checkpoint, MemoryCheckpoint
+from hesslab.hvp import (
     BlockHessianOperator,
     DataChangedError,
     HessianOperator,
@@ -19,37 +26,33 @@ from .hvp import (
     dense_matrix,
     measurement_mode,
 )
-from .js import js0, js_distance, js_divergence, js_matrix
-from .lanczos import LanczosProcess, LanczosResult, run_lanczos
-from .slq import (
-    MatrixOperator,
-    blockwise_slq,
-    exact_block_eigenvalues,
-    hutchinson_trace,
-    operator_noise,
-    slq,
-)
-from .spectra import SpectralDensity
-from .topk import TopEigenvalues, top_eigenvalues
+from hesslab.js import js0, js_distance, js_divergence, js_matrix, spectra_js
+from hesslab.lanczos import LanczosProcess, LanczosResult, run_lanczos
+from hesslab.operators import MatrixOperator, operator_noise
+from hesslab.slq import blockwise_slq, exact_block_eigenvalues, slq
+from hesslab.spectra import SpectralDensity
+from hesslab.topk import TopEigenvalues, top_eigenvalues
+from hesslab.trace import hutchinson_trace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    # Hessian operators
+    # Hessian operators and what they refuse
     "HessianOperator",
     "BlockHessianOperator",
     "MatrixOperator",
     "measurement_mode",
     "dense_matrix",
+    "operator_noise",
     "UnsupportedAutogradError",
     "NonFiniteError",
     "DataChangedError",
     "ModelChangedError",
-    # blocks
+    # parameter blocks
     "Block",
     "BlockPart",
     "resolve_blocks",
-    # Lanczos and spectra
+    # spectra: Lanczos, SLQ, top eigenvalues, trace
     "run_lanczos",
     "LanczosProcess",
     "LanczosResult",
@@ -58,20 +61,14 @@ __all__ = [
     "exact_block_eigenvalues",
     "top_eigenvalues",
     "TopEigenvalues",
-    "operator_noise",
     "hutchinson_trace",
     "SpectralDensity",
-    # results on disk
-    "ResultCache",
-    "CachedResult",
-    "CacheWarning",
-    "provenance",
-    "model_fingerprint",
-    "data_fingerprint",
-    "computation_key",
-    "UncacheableError",
-    # heterogeneity
+    # resuming long runs
+    "Checkpoint",
+    "MemoryCheckpoint",
+    # heterogeneity between blocks
     "js_divergence",
+    "spectra_js",
     "js_distance",
     "js_matrix",
     "js0",

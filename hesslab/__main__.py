@@ -1,7 +1,7 @@
-"""``python -m hesslab`` runs the book commands (``run``, ``build``); see :mod:`hesslab.book`."""
+"""``python -m hesslab`` runs the book commands (``run``, ``build``); see :mod:`hesslab.book.runner`."""
 
 import sys
 
-from .book import main
+from hesslab.book.runner import main
 
 sys.exit(main())

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from math import prod
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 Index = tuple[slice, ...]
 
@@ -297,3 +297,44 @@ def _validate(blocks: list[Block], shapes: Mapping[str, torch.Size], allowed: se
                     mask[part.index if part.index is not None else ...] += 1
             if int(mask.max()) > 1:
                 raise ValueError(f"block {block.name!r}: parts of {name!r} overlap")
+
+
+def select_parameters(model: nn.Module, params) -> tuple[list[str], list[Tensor]]:
+    """Names and tensors of the parameters to differentiate, in ``model.named_parameters()`` order.
+
+    Args:
+        model: the network.
+        params: tensors or names; None for every parameter that requires grad.
+    """
+    named = list(model.named_parameters())
+    if params is None:
+        chosen = [(n, p) for n, p in named if p.requires_grad]
+    else:
+        params = list(params)
+        by_id = {id(p): n for n, p in named}
+        by_name = dict(named)
+        wanted: set[str] = set()
+        for p in params:
+            if isinstance(p, str):
+                if p not in by_name:
+                    raise KeyError(
+                        f"{p!r} is not a parameter of the model; names come from "
+                        "model.named_parameters()"
+                    )
+                wanted.add(p)
+            elif isinstance(p, Tensor):
+                if id(p) not in by_id:
+                    raise ValueError(
+                        f"a tensor of shape {tuple(p.shape)} in params is not a parameter "
+                        "of the model (pass model parameters themselves, or their names)"
+                    )
+                wanted.add(by_id[id(p)])
+            else:
+                raise TypeError(f"params must hold tensors or names, got {type(p).__name__}")
+        chosen = [(n, p) for n, p in named if n in wanted]  # model order defines the flat vector
+        frozen = [n for n, p in chosen if not p.requires_grad]
+        if frozen:
+            raise ValueError(f"parameters {frozen} do not require grad; call p.requires_grad_()")
+    if not chosen:
+        raise ValueError("no parameters to differentiate: none require grad")
+    return [n for n, _ in chosen], [p for _, p in chosen]

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import rel_entr
 
-from .spectra import SpectralDensity
+from hesslab.spectra import SpectralDensity
 
 MODES = ("probability", "density")
 NORMALIZATIONS = ("shared-max", "per-block-max", None)
@@ -142,10 +142,18 @@ def _log_magnitude(spectrum: SpectralDensity, decades: float) -> SpectralDensity
                            dict(spectrum.info, axis=f"log10, {decades:g} decades"))
 
 
-def js_distance(p: SpectralDensity, q: SpectralDensity, *, mode: str = "probability",
-                sqrt: bool = False, **grid_options) -> float:
-    """JS between two spectra on a shared grid (options as :func:`shared_densities`)."""
+def spectra_js(p: SpectralDensity, q: SpectralDensity, *, mode: str = "probability",
+               sqrt: bool = False, **grid_options) -> float:
+    """The JS divergence between two spectra on a shared grid (options as :func:`shared_densities`).
+
+    With ``sqrt=True`` its square root, the JS distance (:func:`js_distance`).
+    """
     return float(js_matrix({"p": p, "q": q}, mode=mode, sqrt=sqrt, **grid_options).iloc[0, 1])
+
+
+def js_distance(p: SpectralDensity, q: SpectralDensity, *, mode: str = "probability", **grid_options) -> float:
+    """The JS distance (square root of the divergence, a metric) between two spectra."""
+    return spectra_js(p, q, mode=mode, sqrt=True, **grid_options)
 
 
 def js_matrix(

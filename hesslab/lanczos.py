@@ -16,7 +16,7 @@ dimension ``n``, or after as many steps as the matrix has distinct eigenvalues)
 truncates that probe's tridiagonal; it is recorded, never papered over by dividing by
 a small constant. "≈ 0" is relative to the operator: ``β_j`` below ``breakdown_tol``
 times the largest ``|α|, β`` seen so far, or below ``noise_floor``, the operator's own
-round-off (:func:`hesslab.slq.operator_noise`). A float32 Hessian-vector product
+round-off (:func:`hesslab.operators.operator_noise`). A float32 Hessian-vector product
 carries round-off far above float32's epsilon times the scale, and past a true
 breakdown Lanczos would otherwise go on with directions made of that round-off,
 adding Ritz values of (numerically) zero weight.

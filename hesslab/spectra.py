@@ -158,7 +158,7 @@ class SpectralDensity:
 
     # --------------------------------------------------------------- storage
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Arrays for :mod:`hesslab.cache` (inverse: :meth:`from_arrays`)."""
+        """Arrays for :mod:`hesslab.storage.cache` (inverse: :meth:`from_arrays`)."""
         return {"nodes": self.nodes, "weights": self.weights,
                 "dim": np.asarray(self.dim), "scale": np.asarray(self.scale)}
 

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .cache import open_cache
-from .slq import _as_operator, _matvec_in, operator_key, operator_noise, probe_vectors
+from hesslab.checkpoint import Checkpoint
+from hesslab.operators import as_operator, matvec_in, operator_noise, probe_vectors
 
 #: default relative residual tolerance by the dtype the operator computes in
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
@@ -107,6 +107,26 @@ def _rayleigh_ritz(V: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
     return theta.flip(0), U.flip(1)
 
 
+def resolved_settings(op, k: int, *, tol: float | None = None, block_size: int | None = None,
+                      max_basis: int | None = None, max_matvecs: int | None = None) -> dict:
+    """The settings :func:`top_eigenvalues` runs with, defaults filled in and checked.
+
+    Returns:
+        ``{"tol", "block_size", "max_basis", "max_matvecs"}``.
+    """
+    n = op.dim
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the dimension {n}, got {k}")
+    p = min(block_size or k, n)
+    if p < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    max_basis = min(n, max_basis or max(k + 2 * p, 4 * p, 30))
+    if max_basis < min(n, k + p):
+        raise ValueError(f"max_basis={max_basis} must be at least k + block_size = {k + p} (or the dimension)")
+    return {"tol": TOLERANCE.get(op.dtype, 1e-5) if tol is None else float(tol), "block_size": p,
+            "max_basis": max_basis, "max_matvecs": max_matvecs or max(100 * p, 500)}
+
+
 def top_eigenvalues(
     op,
     k: int = 1,
@@ -117,8 +137,7 @@ def top_eigenvalues(
     max_matvecs: int | None = None,
     seed: int = 0,
     basis_dtype: torch.dtype = torch.float64,
-    cache=None,
-    cache_key: dict | None = None,
+    checkpoint: Checkpoint | None = None,
     progress: bool = False,
 ) -> TopEigenvalues:
     """The ``k`` largest eigenvalues of a symmetric operator, counted with multiplicity.
@@ -129,7 +148,7 @@ def top_eigenvalues(
         k: how many eigenvalues.
         tol: relative residual tolerance (times the largest ``|Ritz value|``); default by
             the operator's dtype (:data:`TOLERANCE`). The operator's own round-off sets a
-            floor (10 × :func:`~hesslab.slq.operator_noise`).
+            floor (10 × :func:`~hesslab.operators.operator_noise`).
         block_size: start vectors ``p``; eigenvalues of multiplicity up to ``p`` are found
             in exact arithmetic. Default ``k``.
         max_basis: most basis vectors held (memory ``2 · max_basis · dim`` numbers);
@@ -138,37 +157,23 @@ def top_eigenvalues(
             An unconverged result warns and says so in ``converged``.
         seed: seed of the start vectors (and of refills).
         basis_dtype: dtype of the basis (float64 even for float32 operators).
-        cache: ``None``/``False``, ``True``, a folder or a
-            :class:`~hesslab.cache.ResultCache`: store values, residuals and convergence
-            (not the vectors), keyed as :func:`hesslab.slq` keys spectra
-            (:func:`~hesslab.slq.operator_key`) and by every argument here.
-        cache_key: see :func:`hesslab.slq`.
+        checkpoint: where the finished result (values, residuals, convergence; not the
+            vectors) is saved and returned from on the next call (:mod:`hesslab.checkpoint`;
+            :func:`hesslab.storage.cached.top_eigenvalues` keys one on disk).
         progress: progress bar over operator applications.
 
     Returns:
         A :class:`TopEigenvalues`.
     """
-    op = _as_operator(op)
-    n = op.dim
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and the dimension {n}, got {k}")
-    p = min(block_size or k, n)
-    if p < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    max_basis = min(n, max_basis or max(k + 2 * p, 4 * p, 30))
-    if max_basis < min(n, k + p):
-        raise ValueError(f"max_basis={max_basis} must be at least k + block_size = {k + p} (or the dimension)")
-    max_matvecs = max_matvecs or max(100 * p, 500)
-    rel_tol = TOLERANCE.get(op.dtype, 1e-5) if tol is None else float(tol)
-    store = open_cache(cache)
-    if store is not None:
-        key = operator_key(op, "top_eigenvalues", cache_key=cache_key, k=k, tol=rel_tol, block_size=p,
-                           max_basis=max_basis, max_matvecs=max_matvecs, seed=seed, basis_dtype=str(basis_dtype))
-        hit = store.load("top_eigenvalues", key)
-        if hit is not None:
-            return TopEigenvalues(hit["values"], hit["residuals"], float(hit.meta["tolerance"]),
-                                  bool(hit.meta["converged"]), int(hit.meta["matvecs"]), float(hit.meta["noise"]))
-    matvec = _matvec_in(op, basis_dtype)
+    op = as_operator(op)
+    settings = resolved_settings(op, k, tol=tol, block_size=block_size, max_basis=max_basis, max_matvecs=max_matvecs)
+    n, p, max_basis, max_matvecs, rel_tol = (op.dim, settings["block_size"], settings["max_basis"],
+                                             settings["max_matvecs"], settings["tol"])
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and saved.finished:
+        return TopEigenvalues(saved.arrays["values"], saved.arrays["residuals"], float(saved.meta["tolerance"]),
+                              bool(saved.meta["converged"]), int(saved.meta["matvecs"]), float(saved.meta["noise"]))
+    matvec = matvec_in(op, basis_dtype)
     noise = operator_noise(op, seed=seed, basis_dtype=basis_dtype)
     generator = torch.Generator().manual_seed(int(seed) + 1)
     V = torch.zeros(0, n, dtype=basis_dtype, device=op.device)
@@ -205,9 +210,9 @@ def top_eigenvalues(
     values = theta[:k].double().cpu().numpy()
     result = TopEigenvalues(values, residuals[:k].double().cpu().numpy(), bound, converged, matvecs, noise,
                             (U[:, :k].T @ V))
-    if store is not None:
-        store.save("top_eigenvalues", key, {"values": result.values, "residuals": result.residuals},
-                   meta={"tolerance": bound, "converged": converged, "matvecs": matvecs, "noise": noise})
+    if checkpoint is not None:
+        checkpoint.save({"values": result.values, "residuals": result.residuals},
+                        {"tolerance": bound, "converged": converged, "matvecs": matvecs, "noise": noise}, finished=True)
     if not converged:
         warnings.warn(f"top_eigenvalues did not converge in {matvecs} operator applications: largest residual "
                       f"{result.residuals.max():.3g} > {bound:.3g}; raise max_matvecs or max_basis, or loosen tol",

@@ -15,17 +15,23 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~ \[;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def test_environment_yml_lists_the_same_dependencies_as_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def test_environment_yml_installs_what_make_test_installs():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    from_env = {r.replace(" ", "") for r in pip if not r.startswith("-e")}
-    from_pyproject = {r.replace(" ", "") for r in project["dependencies"]}
-    assert from_env == from_pyproject, (
-        f"only in environment.yml: {sorted(from_env - from_pyproject)}; "
-        f"only in pyproject.toml: {sorted(from_pyproject - from_env)}"
-    )
+    assert pip == ["-e .[test]"], "environment.yml must install the package with the extras `make test` uses"
+    assert "-e \".[test]\"" in (ROOT / "Makefile").read_text()
     assert any(str(d).startswith("python=3.11") for d in env["dependencies"])
+
+
+def test_core_install_is_light_and_extras_chain_up():
+    """``pip install hesslab`` pulls the numerical core only; the book and tests are extras."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_name(r) for r in project["dependencies"]}
+    assert core == {"torch", "numpy", "scipy", "pandas", "tqdm"}, core
+    extras = project["optional-dependencies"]
+    assert "hesslab[experiments]" in extras["book"] and "hesslab[book]" in extras["test"]
+    book_tools = {_name(r) for r in extras["book"]}
+    assert {"matplotlib", "papermill", "jupyter-book", "ipywidgets"} <= book_tools
 
 
 def test_docstrings_follow_google_convention():

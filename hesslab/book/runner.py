@@ -1,0 +1,463 @@
+"""Run the book's chapters with papermill and build the HTML with jupyter-book.
+
+    python -m hesslab.book run --profile smoke|cpu|paper [--only NAME ...] [--out DIR] [--no-stored]
+                               [--cell-timeout SECONDS] [--chapter-timeout SECONDS]
+    python -m hesslab.book build [--out DIR]
+
+``run`` executes every chapter listed in ``_toc.yml`` (MyST markdown notebooks in
+``notebooks/``, read with jupytext) with papermill, passing the profile's parameters
+from :mod:`hesslab.experiments.profiles`, into ``DIR/executed/<chapter>.ipynb``, and writes a timing
+summary to ``DIR/executed/summary.json``. A failing chapter stops nothing else; at the end
+the command exits non-zero naming each failing chapter and cell (its number among the
+chapter's code cells and its first line) and saying what to do.
+
+**Time limits.** Nothing waits forever. Each chapter runs in a worker process of its own
+(``hesslab/book/_worker.py``); each cell may run ``--cell-timeout`` seconds and the whole
+chapter, kernel start-up included, ``--chapter-timeout`` seconds (defaults per profile in
+:data:`hesslab.experiments.profiles.TIME_LIMITS`: smoke 5 min / 10 min, cpu 1 h / 2 h, paper 12 h / 24 h).
+A cell that runs past a limit, or whose kernel dies, fails its chapter; the kernel is shut
+down, and killed with its process group if it does not exit. A worker that overruns its
+chapter limit by :data:`KILL_GRACE` seconds is killed with its kernel. Failed chapters are
+not retried (a retry would hide the failure and double the time of a hang). Only a
+successful chapter writes ``executed/<chapter>.ipynb``; a failed one removes it and leaves
+its partially executed notebook in ``executed/failed/``, and ``build`` refuses to build
+while a chapter's last run failed.
+
+**Widgets.** Output captured into an ``ipywidgets.Output`` (``with output:``) during batch
+execution made nbclient send messages to the kernel on the socket on which it was waiting
+for the cell's reply, which could lose that reply (see ``hesslab/book/_worker.py``); the
+worker's nbclient records such output without sending anything, and the chapters put
+their figures into widgets with :func:`hesslab.book.interactive.live_figure` instead.
+
+**Stored paper-profile chapters.** A chapter executed successfully at the ``paper``
+profile (on a GPU) is also stored, with a note on top of the page and its provenance
+(device, wall time, versions, git revision, parameters), as
+``data/results/paper/<chapter>.ipynb`` and ``.json``: commit them. A ``cpu`` run then
+uses the stored chapter in place of executing it, as long as the chapter's source
+(``notebooks/<chapter>.md``) is byte-identical to the one the stored run executed; a
+stale one is reported and the chapter is executed at ``cpu``. ``--no-stored`` always
+executes. Figures state their profile in their titles, and the execution-statistics page
+lists which chapters come from stored paper runs. ``smoke`` never uses stored chapters.
+
+``build`` assembles a source tree in ``DIR/src`` (the configuration, the prose pages,
+the executed notebooks in place of the ``.md`` chapters, and an execution-statistics
+page made from the summary) and builds it with ``jupyter-book build -W`` (warnings are
+errors) into ``DIR/html``. Chapter sources and executed notebooks never share a folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from hesslab.experiments.profiles import PROFILES, TimeLimits, parameters_for, time_limits
+
+ROOT = Path(__file__).resolve().parents[2]
+#: seconds ``jupyter-book build`` may take (it renders executed notebooks; seconds in practice)
+BUILD_TIMEOUT = 1800
+DEFAULT_OUT = ROOT / "book" / "_build"
+#: the profile whose executed chapters are stored in the repository and reused by ``cpu`` runs
+STORED_PROFILE = "paper"
+
+
+#: seconds the runner waits past a chapter's limit for its worker to fail by itself before
+#: killing the worker and the kernel (the worker's own limits normally fire first)
+KILL_GRACE = 30.0
+#: where failed chapters' partially executed notebooks go, under ``executed/``
+FAILED_DIR = "failed"
+_WORKER = Path(__file__).with_name("_worker.py")
+
+
+@dataclass
+class ChapterRun:
+    """Outcome of executing one chapter.
+
+    ``failed_cell`` is the failing code cell's number in ``notebooks/<chapter>.md`` (counting
+    its code cells from 1; ``None`` if no cell of the chapter was running) and
+    ``failed_source`` its first line. ``failure`` says how it failed: ``"error"`` (an
+    exception), ``"cell-timeout"``, ``"chapter-timeout"``, ``"dead-kernel"``, or ``""``.
+    """
+
+    chapter: str
+    profile: str
+    seconds: float
+    ok: bool
+    error: str = ""
+    failed_cell: int | None = None
+    stored: str | None = None  # the stored record's path when the chapter was reused, not executed
+    failed_source: str = ""
+    failure: str = ""
+
+    def describe(self) -> str:
+        """One line naming the chapter, the failing cell and what to do (``""`` when it succeeded)."""
+        if self.ok:
+            return ""
+        if self.failed_cell is not None:
+            where = f"at cell {self.failed_cell} (`{self.failed_source}`)"
+        elif self.failed_source:
+            where = f"in papermill's injected parameters cell (`{self.failed_source}`)"
+        else:
+            where = "before any cell ran"
+        return f"chapter {self.chapter!r} failed {where}: {self.error}"
+
+
+def chapters(root: Path = ROOT) -> list[str]:
+    """Chapter stems (``notebooks/<stem>.md``) in table-of-contents order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                name = node.get(key)
+                if isinstance(name, str) and name.startswith("notebooks/"):
+                    found.append(Path(name).stem)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def _worker_command(spec: Path) -> list[str]:
+    """The command that executes one chapter (run by path: it does not import hesslab or torch)."""
+    return [sys.executable, str(_WORKER), str(spec)]
+
+
+def _kill_group(pgid: int | None) -> None:
+    if pgid and hasattr(os, "killpg"):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _failure_message(failure: str, error: str, profile: str, limits: TimeLimits) -> str:
+    if failure == "cell-timeout":
+        return (f"timed out: the cell ran past the cell limit of {limits.cell:g} s ({profile} profile). "
+                "If the machine is just slow, raise it with --cell-timeout SECONDS; if the cell hangs "
+                "(an idle kernel), interrupt it in JupyterLab to see where")
+    if failure == "chapter-timeout":
+        return (f"timed out: the chapter ran past the chapter limit of {limits.chapter:g} s ({profile} profile) "
+                f"during this cell. If the machine is just slow, raise it with --chapter-timeout SECONDS")
+    if failure == "dead-kernel":
+        return ("the kernel died while this cell ran (killed, out of memory, a crash in native code, "
+                "or os._exit); run the chapter in JupyterLab to see it")
+    return error
+
+
+def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT,
+                    limits: TimeLimits | None = None) -> ChapterRun:
+    """Execute ``notebooks/<chapter>.md`` at ``profile`` into ``out_dir/<chapter>.ipynb``, under time limits.
+
+    The chapter runs in a worker process (``hesslab/book/_worker.py``, papermill) with each
+    cell limited to ``limits.cell`` seconds and the whole chapter, kernel start-up included,
+    to ``limits.chapter`` (default: the profile's :data:`~hesslab.experiments.profiles.TIME_LIMITS`).
+    On a timeout the kernel is shut down (and killed if it does not exit). Should the worker
+    itself overrun by :data:`KILL_GRACE` seconds, it and its kernel are killed.
+
+    Only a successful run writes ``out_dir/<chapter>.ipynb``; a failed run removes it (it
+    would be a stale result) and leaves the partially executed notebook in
+    ``out_dir/failed/<chapter>.ipynb``.
+    """
+    import jupytext
+
+    source = root / "notebooks" / f"{chapter}.md"
+    if not source.exists():
+        raise FileNotFoundError(f"chapter {chapter!r} is in _toc.yml but {source} does not exist")
+    limits = limits or time_limits(profile)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / ".work"
+    work.mkdir(exist_ok=True)
+    target, failed = out_dir / f"{chapter}.ipynb", out_dir / FAILED_DIR / f"{chapter}.ipynb"
+    paths = {name: work / f"{chapter}.{name}" for name in
+             ("input.ipynb", "output.ipynb", "job.json", "status.json", "result.json")}
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    jupytext.write(jupytext.read(source), paths["input.ipynb"])
+    paths["job.json"].write_text(json.dumps({
+        "input": str(paths["input.ipynb"]), "output": str(paths["output.ipynb"]), "cwd": str(root / "notebooks"),
+        "parameters": parameters_for(chapter, profile), "kernel_name": "python3",
+        "cell_limit": limits.cell, "chapter_limit": limits.chapter,
+        "status": str(paths["status.json"]), "result": str(paths["result.json"])}))
+    start = time.perf_counter()
+    worker = subprocess.Popen(_worker_command(paths["job.json"]), start_new_session=True)
+    killed = False
+    try:
+        worker.wait(timeout=limits.chapter + KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        killed = True
+    finally:
+        if killed or worker.poll() is None:  # overran, or we are interrupted: leave no worker or kernel behind
+            status = _read_json(paths["status.json"]) or {}
+            _kill_group(worker.pid)
+            _kill_group(status.get("kernel_pgid"))
+            worker.kill()  # where there are no process groups
+            worker.wait(timeout=KILL_GRACE)
+    seconds = time.perf_counter() - start
+    result = _read_json(paths["result.json"])
+    if killed or result is None:
+        status = _read_json(paths["status.json"]) or {}
+        failure = "chapter-timeout" if killed else "error"
+        error = ("the chapter worker did not finish within the chapter limit and was killed with its kernel"
+                 if killed else f"the chapter worker exited with code {worker.returncode} without a result")
+        result = {"ok": False, "failure": failure, "error": error, "cell": status.get("cell")}
+    cell = result.get("cell") or {}
+    message = "" if result["ok"] else _failure_message(result["failure"], result["error"], profile, limits)
+    if killed:
+        message += (f"; its worker had not stopped {KILL_GRACE:g} s after that limit and was killed with its kernel "
+                    "(a hang outside the cells: report it)")
+    run = ChapterRun(chapter, profile, seconds, bool(result["ok"]), message,
+                     cell.get("number") if not result["ok"] else None,
+                     failed_source="" if result["ok"] else cell.get("source", ""),
+                     failure=result["failure"])
+    if run.ok:
+        os.replace(paths["output.ipynb"], target)
+        failed.unlink(missing_ok=True)
+    else:
+        target.unlink(missing_ok=True)
+        if paths["output.ipynb"].exists():
+            failed.parent.mkdir(exist_ok=True)
+            os.replace(paths["output.ipynb"], failed)
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    try:
+        work.rmdir()
+    except OSError:
+        pass
+    return run
+
+
+def stored_dir(root: Path = ROOT, profile: str = STORED_PROFILE) -> Path:
+    """Where executed chapters of ``profile`` are stored in the repository: ``data/results/<profile>``."""
+    return root / "data" / "results" / profile
+
+
+def _source_sha256(chapter: str, root: Path) -> str:
+    return hashlib.sha256((root / "notebooks" / f"{chapter}.md").read_bytes()).hexdigest()
+
+
+def store_chapter(run_result: ChapterRun, executed: Path, root: Path = ROOT) -> Path:
+    """Store a successfully executed chapter with its provenance; returns the record's path.
+
+    The notebook gets a note as its second cell naming the profile, device, date and wall
+    time. Both files are written to temporary names and renamed, so an interrupted store
+    leaves the previous one intact.
+    """
+    import nbformat
+
+    from hesslab.storage.cache import provenance
+
+    if not run_result.ok:
+        raise ValueError(f"chapter {run_result.chapter!r} failed; only successful runs are stored")
+    name, folder = run_result.chapter, stored_dir(root, run_result.profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    env = provenance()
+    record = {"chapter": name, "profile": run_result.profile, "seconds": run_result.seconds,
+              "source_sha256": _source_sha256(name, root), "parameters": parameters_for(name, run_result.profile),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "environment": env}
+    nb = nbformat.read(executed / f"{name}.ipynb", as_version=4)
+    note = (f"```{{note}}\nThis page was executed at the **{run_result.profile}** profile on {env['device']} "
+            f"({record['date']}, {run_result.seconds / 60:.1f} min, hesslab revision "
+            f"`{(env['git_revision'] or 'unknown')[:10]}`) and stored in `data/results/{run_result.profile}/`; "
+            f"`make book` shows it while this chapter's source is unchanged.\n```")
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(note, metadata={"tags": ["stored-run-note"]}))
+    for suffix, write in [(".ipynb", lambda f: nbformat.write(nb, f)),
+                          (".json", lambda f: f.write(json.dumps(record, indent=2)))]:
+        tmp = folder / f".{name}{suffix}.tmp"
+        with open(tmp, "w") as f:
+            write(f)
+        os.replace(tmp, folder / f"{name}{suffix}")
+    return folder / f"{name}.json"
+
+
+def _reuse_stored(chapter: str, executed: Path, root: Path) -> ChapterRun | None:
+    """Copy the stored chapter into ``executed`` if it exists and is current; else None."""
+    folder = stored_dir(root)
+    record_path, notebook = folder / f"{chapter}.json", folder / f"{chapter}.ipynb"
+    if not (record_path.exists() and notebook.exists()):
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        current = record["source_sha256"] == _source_sha256(chapter, root)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        print(f"{chapter}: ignoring the stored {STORED_PROFILE} run, its record {record_path} is unreadable ({err})")
+        return None
+    if not current:
+        print(f"{chapter}: the stored {STORED_PROFILE} run is stale (notebooks/{chapter}.md changed since); executing")
+        return None
+    executed.mkdir(parents=True, exist_ok=True)
+    shutil.copy(notebook, executed / f"{chapter}.ipynb")
+    return ChapterRun(chapter, record["profile"], float(record["seconds"]), True, stored=str(record_path))
+
+
+def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, root: Path = ROOT,
+        use_stored: bool | None = None, cell_timeout: float | None = None,
+        chapter_timeout: float | None = None) -> list[ChapterRun]:
+    """Execute the chapters (all, or ``only``) at ``profile``; see the module docstring.
+
+    Args:
+        profile: one of :data:`hesslab.experiments.profiles.PROFILES`.
+        only: chapter stems to run (default: every chapter in ``_toc.yml``).
+        out: output folder; notebooks go to ``out/executed``.
+        root: the book's source tree (``_toc.yml``, ``notebooks/``, ``data/results``).
+        use_stored: reuse current stored paper-profile chapters (default: for ``cpu`` only).
+            Runs at the stored profile itself store their successful chapters.
+        cell_timeout: seconds one cell may run (default: the profile's, see
+            :data:`hesslab.experiments.profiles.TIME_LIMITS`).
+        chapter_timeout: seconds one chapter may run (default: the profile's).
+
+    Returns:
+        One :class:`ChapterRun` per chapter, in ``_toc.yml`` order.
+    """
+    from tqdm.auto import tqdm
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    limits = time_limits(profile, cell=cell_timeout, chapter=chapter_timeout)
+    names = chapters(root)
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise ValueError(f"no chapter named {unknown} in _toc.yml; chapters: {names}")
+    selected = [n for n in names if not only or n in only]
+    executed = Path(out) / "executed"
+    results = []
+    bar = tqdm(selected, desc=f"chapters ({profile})", unit="chapter")
+    reuse = profile == "cpu" if use_stored is None else use_stored
+    for name in bar:
+        bar.set_postfix_str(name)
+        result = _reuse_stored(name, executed, root) if reuse and profile != STORED_PROFILE else None
+        if result is None:
+            result = execute_chapter(name, profile, executed, root, limits)
+            if result.ok and profile == STORED_PROFILE:
+                print(f"{name}: stored as {store_chapter(result, executed, root)}")
+        results.append(result)
+    summary_path = executed / "summary.json"
+    previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    previous.update({r.chapter: asdict(r) for r in results})
+    summary_path.write_text(json.dumps(previous, indent=2))
+    print(f"\n{'chapter':<24}{'profile':<9}{'seconds':>9}  result")
+    for r in results:
+        where = f" at cell {r.failed_cell}" if r.failed_cell is not None else ""
+        status = "ok" if r.ok else f"FAILED ({r.failure}{where})"
+        print(f"{r.chapter:<24}{r.profile:<9}{r.seconds:>9.1f}  {status}{' (stored run)' if r.stored else ''}")
+    return results
+
+
+def _statistics_page(summary: dict) -> str:
+    lines = ["# Execution statistics", "",
+             "How each chapter of this build was executed (papermill). A *stored* chapter was executed "
+             f"at the {STORED_PROFILE} profile on the machine its page names and is reused from "
+             f"`data/results/{STORED_PROFILE}/`; the others ran on this build's machine.", "",
+             "| chapter | profile | run time (s) | result |", "|---|---|---:|---|"]
+    for name, r in summary.items():
+        result = "ok" if r["ok"] else f"failed: {r['error']}"
+        if r.get("stored"):
+            result += " (stored run)"
+        lines.append(f"| {{doc}}`{name} <../notebooks/{name}>` | {r['profile']} | {r['seconds']:.1f} | {result} |")
+    return "\n".join(lines) + "\n"
+
+
+def build(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
+    """Build the HTML book from the executed notebooks; returns the HTML folder."""
+    out = Path(out)
+    executed = out / "executed"
+    names = chapters(root)
+    summary_path = executed / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    failed = [f"{n}: {summary[n].get('error', '')}" for n in names if n in summary and not summary[n]["ok"]]
+    if failed:
+        raise FileNotFoundError("chapters failed in their last run, so there is no executed notebook to build "
+                                f"from (partial ones are in {executed / FAILED_DIR}); fix them and run "
+                                "'python -m hesslab.book run --only NAME ...' again:\n  " + "\n  ".join(failed))
+    missing = [n for n in names if not (executed / f"{n}.ipynb").exists() or n not in summary]
+    if missing:
+        raise FileNotFoundError(f"chapters {missing} have not been executed; run "
+                                f"'python -m hesslab.book run --profile cpu' first")
+    src = out / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(root / name, src / name)
+    shutil.copytree(root / "book", src / "book", ignore=shutil.ignore_patterns("_build"))
+    (src / "notebooks").mkdir()
+    for name in names:
+        shutil.copy(executed / f"{name}.ipynb", src / "notebooks" / f"{name}.ipynb")
+    (src / "book" / "execution-statistics.md").write_text(_statistics_page({n: summary[n] for n in names}))
+    html = out / "html"
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src), "--path-output", str(out / "jb"),
+           "--warningiserror", "--keep-going", "--quiet"]
+    env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+    # the executed notebooks are only rendered (nothing runs): half an hour is a hang
+    subprocess.run(cmd, check=True, env=env, timeout=BUILD_TIMEOUT)
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.copytree(out / "jb" / "_build" / "html", html)
+    print(f"HTML book: {html / 'index.html'}")
+    return html
+
+
+def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m hesslab.book", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="execute chapters with papermill")
+    p_run.add_argument("--profile", choices=PROFILES, default="cpu")
+    p_run.add_argument("--only", nargs="+", metavar="NAME", help="chapter stems to run")
+    p_run.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p_run.add_argument("--no-stored", action="store_true",
+                       help=f"execute every chapter, even where a current stored {STORED_PROFILE} run exists")
+    p_run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                       help="the longest one cell may run (default: the profile's; smoke 300, cpu 3600, paper 43200)")
+    p_run.add_argument("--chapter-timeout", type=float, metavar="SECONDS",
+                       help="the longest one chapter may run (default: the profile's; smoke 600, cpu 7200, "
+                            "paper 86400)")
+    p_build = sub.add_parser("build", help="build the HTML book from executed chapters")
+    p_build.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        try:
+            results = run(args.profile, args.only, args.out, root, use_stored=False if args.no_stored else None,
+                          cell_timeout=args.cell_timeout, chapter_timeout=args.chapter_timeout)
+        except ValueError as err:  # unknown chapter, non-positive limit
+            print(err, file=sys.stderr)
+            return 2
+        failed = [r for r in results if not r.ok]
+        for r in failed:
+            print(r.describe(), file=sys.stderr)
+        return 1 if failed else 0
+    try:
+        build(args.out, root)
+    except subprocess.CalledProcessError as err:
+        print(f"jupyter-book build failed (exit {err.returncode}); warnings are errors", file=sys.stderr)
+        return 1
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""The paper's experiments: one module per chapter group, built on the core.
+
+Import each from its module; nothing is imported here.
+
+- :mod:`~hesslab.experiments.profiles`: every per-profile setting (sizes, Hessian batches,
+  Lanczos, training budgets), the one table;
+- :mod:`~hesslab.experiments.models`, :mod:`~hesslab.experiments.data`,
+  :mod:`~hesslab.experiments.batches`: the paper's model families at a selectable size,
+  offline data, and the batches each model is trained and measured on;
+- :mod:`~hesslab.experiments.training`: AdamW vs SGD training runs;
+- :mod:`~hesslab.experiments.mlp_hessian`: Figure 2, the explicit Hessian of a tiny MLP;
+- :mod:`~hesslab.experiments.full_spectra`: Figure 1, full-Hessian spectra over training;
+- :mod:`~hesslab.experiments.heterogeneity`: Figures 3–4 and Table 1, blockwise spectra and JS⁰;
+- :mod:`~hesslab.experiments.gap`: the Adam–SGD gap per model;
+- :mod:`~hesslab.experiments.quadratic`: Cases 1–4, quadratic problems, optimisers, theory;
+- :mod:`~hesslab.experiments.tiny_problems`, :mod:`~hesslab.experiments.methods`,
+  :mod:`~hesslab.experiments.hvp_costs`: exact checks and costs of the methods chapter.
+"""

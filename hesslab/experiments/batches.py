@@ -1,0 +1,118 @@
+"""The book's offline data for any model of :mod:`hesslab.experiments.models`.
+
+:func:`model_batches` gives every built model batches it can eat, from data that ships
+with Python or scikit-learn: character-level language modelling (GPT-2 family) or masked
+language modelling (BERT) on CPython's documentation text, scikit-learn's digits
+(upsampled and channel-repeated to the model's image size) for the vision models, and the
+flattened digits for the MLPs. ``split="hessian"`` draws the batches on which Hessians are
+measured from the training text/images with a different seed, so a chapter's Hessian data
+is fixed and independent of the training order.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+import hesslab.experiments.data as data
+from hesslab.experiments.models import TEXT_KINDS, BuiltModel
+from hesslab.experiments.profiles import HessianSettings
+
+#: The models of Table 1 / Figure 4 in the paper's column order (CNNs first), plus the mixer.
+TABLE1_MODELS = ("resnet18", "vgg16", "mlp-mixer", "bert", "gpt2-nano", "vit-base", "gpt2")
+
+SPLITS = ("train", "hessian")
+
+
+@functools.lru_cache(maxsize=8)
+def _text_tokens(vocab: int) -> tuple[data.CharTokenizer, torch.Tensor]:
+    text = data.stdlib_text()
+    tokenizer = data.CharTokenizer.from_text(text, vocab_size=min(vocab, 256))
+    return tokenizer, tokenizer.encode(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _digit_images(size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = data.digits(image_size=size)
+    return images.expand(-1, channels, -1, -1).contiguous(), labels
+
+
+def model_batches(built: BuiltModel, num_batches: int, batch_size: int, *, seed: int = 0,
+                  split: str = "train") -> list:
+    """``num_batches`` batches ``(inputs, targets)`` for ``built``, deterministic given the seed.
+
+    Args:
+        built: from :func:`hesslab.experiments.models.build`; its ``inputs`` spec picks the data.
+        num_batches: how many batches.
+        batch_size: sequences or images per batch.
+        seed: sampling seed (windows of text, order of images).
+        split: ``"train"`` or ``"hessian"`` (the same data, sampled with another seed stream).
+
+    Returns:
+        A list of batches: tokens ``[B, T]`` with next-token targets, ``{"input_ids": [B, T]}``
+        with MLM labels, images ``[B, C, S, S]`` or vectors ``[B, 64]`` with class labels.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    if num_batches < 1 or batch_size < 1:
+        raise ValueError(f"num_batches and batch_size must be >= 1, got {num_batches} and {batch_size}")
+    seed = 2 * seed + (split == "hessian")
+    spec = built.inputs
+    dtype = next(built.model.parameters()).dtype
+    kind = spec["kind"]
+    if kind in TEXT_KINDS:
+        vocab, seq = spec["vocab"], spec["seq"]
+        if kind == "tokens":
+            _, ids = _text_tokens(vocab)
+            return data.lm_batches(ids, batch_size, seq, num_batches, seed=seed)
+        tokenizer, ids = _text_tokens(vocab)
+        return data.mlm_batches(ids, batch_size, seq, num_batches, mask_id=tokenizer.mask_id, seed=seed)
+    if kind == "images":
+        if spec["classes"] < 10:
+            raise ValueError(f"the digits need 10 classes, the model has {spec['classes']}")
+        images, labels = _digit_images(spec["size"], spec["channels"])
+        batches = _cycled_image_batches(images, labels, batch_size, num_batches, seed)
+        return [(x.to(dtype), y) for x, y in batches]
+    if kind == "vectors":
+        if spec["features"] != 64:
+            raise ValueError(f"the digits have 64 features, the model expects {spec['features']}")
+        images, labels = _digit_images(8, 1)
+        batches = _cycled_image_batches(images.flatten(1), labels, batch_size, num_batches, seed)
+        return [(x.to(dtype), y) for x, y in batches]
+    raise ValueError(f"no data for input kind {kind!r}")
+
+
+def modality(built: BuiltModel) -> str:
+    """``"text"`` for a model that eats tokens, else ``"vision"`` (images and vectors)."""
+    return "text" if built.inputs["kind"] in TEXT_KINDS else "vision"
+
+
+def hessian_batches(built: BuiltModel, settings: HessianSettings, *, num_batches: int | None = None,
+                    seed: int = 0) -> list:
+    """The batches on which a Hessian is measured (``split="hessian"``).
+
+    Args:
+        built: the model.
+        settings: a profile's :class:`~hesslab.experiments.profiles.HessianSettings`
+            (its batches for the model's modality).
+        num_batches: override the number of batches.
+        seed: sampling seed.
+    """
+    count, batch_size = settings.batches[modality(built)]
+    return model_batches(built, num_batches or count, batch_size, seed=seed, split="hessian")
+
+
+def _cycled_image_batches(images, labels, batch_size: int, num_batches: int, seed: int) -> list:
+    """Batches from successive seeded permutations (epochs) until ``num_batches`` are drawn."""
+    out: list = []
+    epoch = 0
+    while len(out) < num_batches:
+        out += data.image_batches(images, labels, batch_size, num_batches - len(out), seed=seed * 1000 + epoch)
+        epoch += 1
+    return out
+
+
+def token_count(batches) -> int:
+    """Number of predicted tokens or examples in ``batches`` (targets that are not -100)."""
+    return int(sum((y != -100).sum() if y.ndim > 1 else y.numel() for _, y in batches))

@@ -1,0 +1,134 @@
+"""Full-Hessian spectra over training (Figure 1).
+
+:func:`spectra_over_training` takes the best AdamW run of a model's gap study
+(:func:`hesslab.experiments.gap.gap_study`, which keeps the model state at :data:`hesslab.experiments.gap.STAGES`)
+and measures the SLQ spectrum of the *full* Hessian at every stage
+(:func:`full_spectrum`), and its ten largest eigenvalues with multiplicity
+(:func:`hesslab.top_eigenvalues`, for the λ₁₀ normalisation of Figure 1), on the
+profile's Hessian batches (:func:`hessian_batches`,
+``split="hessian"`` of :func:`hesslab.experiments.batches.model_batches`). Everything a profile sets is in
+:attr:`hesslab.experiments.profiles.Profile.full_spectra`. Batch-norm uses batch statistics (``batchnorm="train"``), as in the
+blockwise chapters. Spectra are cached by :func:`hesslab.storage.cached.slq`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hesslab.experiments.data import default_device, to_device
+from hesslab.experiments.gap import STAGES, gap_study
+from hesslab.experiments.heterogeneity import JS_VARIANTS
+from hesslab.hvp import HessianOperator
+from hesslab.js import spectra_js
+from hesslab.experiments.models import build
+from hesslab.storage.cached import slq, top_eigenvalues
+from hesslab.spectra import SpectralDensity
+from hesslab.experiments.batches import hessian_batches
+from hesslab.experiments.profiles import profile as get_profile
+
+#: the operator's batch-norm mode: batch statistics, as the model is trained
+BATCHNORM = "train"
+
+#: Figure 1 divides every spectrum by its k-th largest eigenvalue (with multiplicity)
+NORMALIZE_K = 10
+#: residual tolerance of λ_k relative to λ_1: Weyl bounds λ_k's error by it, and Ritz values
+#: converge quadratically, so λ_k is far closer (gpt2-nano at cpu: 2e-7 relative, 270 products)
+NORMALIZE_TOL = 1e-3
+
+
+def _check_stages(stages) -> None:
+    missing = [s for s in stages if s not in STAGES]
+    if missing:
+        raise ValueError(f"stages {missing} are not kept by the gap study; choose from {STAGES}")
+
+
+def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, seed: int = 0, device=None,
+                          cache=True, progress: bool = True) -> dict[float, SpectralDensity]:
+    """SLQ spectra of the full Hessian of ``name`` at fractions of its best AdamW run.
+
+    Args:
+        name: a model of :data:`hesslab.experiments.models.NAMES`.
+        profile: ``"smoke"``, ``"cpu"`` or ``"paper"`` (:attr:`hesslab.experiments.profiles.Profile.full_spectra`).
+        stages: fractions of training, a subset of :data:`hesslab.experiments.gap.STAGES`.
+        seed: initialisation, data and probe seed.
+        device: where to compute (default: CUDA when available).
+        cache: cache for the training runs and the spectra.
+        progress: progress bars (one tick per stage).
+
+    Returns:
+        ``{stage: SpectralDensity}`` in raw eigenvalue units; ``info["top_eigenvalues"]``
+        and ``info["top_residuals"]`` hold the :data:`NORMALIZE_K` largest eigenvalues
+        (with multiplicity) and their residuals.
+    """
+    _check_stages(stages)
+    settings = get_profile(profile)
+    run = gap_study(name, profile, seed=seed, cache=cache, progress=progress, device=device).adam
+    device = default_device(device)
+    built = build(name, settings.model_size, seed=seed, device=device)
+    data = [to_device(batch, device) for batch in hessian_batches(built, settings.full_spectra, seed=seed)]
+    out = {}
+    for stage in tqdm(stages, desc=f"{name} full spectra", disable=not progress):
+        built.model.load_state_dict(run.states[stage])
+        operator = HessianOperator(built.model, built.loss_fn, data, batchnorm=BATCHNORM)
+        spectrum = slq(operator, num_steps=settings.full_spectra.num_steps,
+                       num_probes=settings.full_spectra.num_probes, seed=seed,
+                       cache=cache, progress=False)
+        top = top_eigenvalues(operator, NORMALIZE_K, tol=NORMALIZE_TOL, seed=seed, cache=cache)
+        spectrum.info.update(top_eigenvalues=top.values.tolist(), top_residuals=top.residuals.tolist(),
+                             top_converged=top.converged)
+        out[stage] = spectrum
+    return out
+
+
+def full_spectrum(name: str, profile: str = "cpu", stage: float = 1.0, **options) -> SpectralDensity:
+    """SLQ spectrum of the full Hessian of ``name`` at one ``stage`` of its best AdamW run.
+
+    Args:
+        name: a model of :data:`hesslab.experiments.models.NAMES`.
+        profile: ``"smoke"``, ``"cpu"`` or ``"paper"``.
+        stage: a fraction of training in :data:`hesslab.experiments.gap.STAGES`.
+        **options: ``seed``, ``device``, ``cache``, ``progress`` as :func:`spectra_over_training`.
+
+    Returns:
+        The :class:`~hesslab.SpectralDensity` in raw eigenvalue units.
+    """
+    return spectra_over_training(name, profile, stages=(stage,), **options)[stage]
+
+
+def normalized_by_lambda10(spectrum: SpectralDensity, k: int = NORMALIZE_K) -> SpectralDensity:
+    """The spectrum with its eigenvalue axis divided by λ_k, the k-th largest eigenvalue counted with multiplicity.
+
+    λ_k comes from ``info["top_eigenvalues"]`` (:func:`hesslab.top_eigenvalues`, as
+    :func:`spectra_over_training` stores it) when present, else from the quadrature
+    weights (:meth:`~hesslab.SpectralDensity.kth_largest`, an estimate). Falls back to
+    the largest eigenvalue when λ_k is not positive. ``info["normalized_by"]`` says which.
+    """
+    top = spectrum.info.get("top_eigenvalues")
+    if top is not None and len(top) >= k:
+        scale, source = float(top[k - 1]), f"lambda_{k} (top_eigenvalues)"
+    else:
+        scale, source = spectrum.kth_largest(k), f"lambda_{k} (estimated from the SLQ weights)"
+    if np.isfinite(scale) and scale > 0:
+        out = spectrum.normalized(by=scale)
+        out.info["normalized_by"] = source
+        return out
+    out = spectrum.normalized(by=spectrum.lambda_max)
+    out.info["normalized_by"] = f"lambda_max (lambda_{k} = {scale:.3g} is not positive)"
+    return out
+
+
+def cross_family_js(spectra: dict[str, dict[float, SpectralDensity]], a: str, b: str, variant: str = "log") -> dict:
+    """The JS divergence between the λ₁₀-normalised full spectra of models ``a`` and ``b`` at each common stage.
+
+    Each spectrum is divided by its own λ₁₀ (as Figure 1), then compared like the blockwise
+    spectra (:data:`hesslab.experiments.heterogeneity.JS_VARIANTS`), so the numbers are comparable with JS⁰.
+    """
+    options = dict(JS_VARIANTS[variant], normalize=None)
+    stages = [s for s in spectra[a] if s in spectra[b]]
+    return {s: spectra_js(normalized_by_lambda10(spectra[a][s]), normalized_by_lambda10(spectra[b][s]), **options)
+            for s in stages}
+
+
+__all__ = ["BATCHNORM", "NORMALIZE_K", "spectra_over_training", "full_spectrum",
+           "normalized_by_lambda10", "cross_family_js"]

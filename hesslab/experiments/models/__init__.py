@@ -1,0 +1,244 @@
+"""The paper's model families at a selectable scale: ``build(name, size)``.
+
+``size`` is ``"smoke"`` (tiny, for tests and CI), ``"cpu"`` (laptop scale, the default
+book) or ``"paper"`` (the sizes of Zhang et al.). Transformers come from ``transformers``
+with eager attention (fused attention kernels have no double backward); VGG, the
+MLP-mixer and the man-made heterogeneous MLP are written by hand in
+:mod:`hesslab.experiments.models.handwritten`.
+
+:data:`REGISTRY` holds each family's static facts (:class:`ModelSpec`: family,
+modality, loss, default blocks, the paper's model), read without building anything; the
+constructor arguments of every size are in :mod:`hesslab.experiments.profiles`. Paper
+sizes (parameter counts, tested within ±10 %): GPT-2 124M, GPT-2-nano 11M, BERT 40M
+(configuration unverified), ViT-base 86M, ResNet-18 11.7M, VGG-16 138M; the MLP-mixer's
+size in the paper is unverified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hesslab.experiments.models.handwritten import VGG, HeterogeneousMLP, MLPMixer
+from hesslab.experiments.profiles import PROFILES, profile
+
+#: the sizes models are built at: one per profile
+SIZES = PROFILES
+
+#: input kinds of the text models (the rest are vision: images and vectors)
+TEXT_KINDS = ("tokens", "masked-tokens")
+
+
+@dataclass
+class BuiltModel:
+    """A model with what measuring its Hessian needs.
+
+    Attributes:
+        model: the network (eval mode, dropout 0).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` in hesslab's convention.
+        blocks: default block partition (a preset name or None = one block per tensor).
+        family: ``"cnn"``, ``"transformer"``, ``"mlp"`` or ``"mixer"``.
+        inputs: what the model eats: ``{"kind": "tokens", "vocab", "seq"}``,
+            ``{"kind": "images", "channels", "size", "classes"}`` or ``{"kind": "vectors", ...}``.
+    """
+
+    model: nn.Module
+    loss_fn: Callable
+    blocks: object
+    family: str
+    inputs: dict = field(default_factory=dict)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of parameters."""
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def lm_loss(outputs, targets):
+    """Next-token cross-entropy of a causal LM output (``.logits [B, T, V]``, targets ``[B, T]``)."""
+    return F.cross_entropy(outputs.logits.flatten(0, -2), targets.flatten())
+
+
+def mlm_loss(outputs, targets):
+    """Masked-LM cross-entropy; targets are -100 where a token is not masked."""
+    return F.cross_entropy(outputs.logits.flatten(0, -2), targets.flatten(), ignore_index=-100)
+
+
+def classification_loss(outputs, targets):
+    """Cross-entropy of class logits (a tensor, or an output object with ``.logits``)."""
+    return F.cross_entropy(getattr(outputs, "logits", outputs), targets)
+
+
+def _gpt2(layers, heads, width, context, vocab):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=vocab, n_positions=context, n_embd=width, n_layer=layers, n_head=heads,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel._from_config(config, attn_implementation="eager"), {"vocab": vocab, "seq": context}
+
+
+def _bert(layers, heads, width, context, vocab):
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=4 * width, max_position_embeddings=context,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForMaskedLM._from_config(config, attn_implementation="eager"), {"vocab": vocab, "seq": context}
+
+
+def _vit(image, patch, channels, width, layers, heads, classes):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=image, patch_size=patch, num_channels=channels, hidden_size=width,
+                       num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=4 * width,
+                       num_labels=classes, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return (ViTForImageClassification._from_config(config, attn_implementation="eager"),
+            {"channels": channels, "size": image, "classes": classes})
+
+
+def _resnet(depths, widths, channels, image, classes):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(depths=list(depths), hidden_sizes=list(widths), embedding_size=widths[0],
+                          layer_type="basic", num_channels=channels, num_labels=classes)
+    return ResNetForImageClassification(config), {"channels": channels, "size": image, "classes": classes}
+
+
+def _vgg(stages, channels, image, classes, hidden, batch_norm=False):
+    return (VGG(list(stages), channels, image, classes, hidden, batch_norm),
+            {"channels": channels, "size": image, "classes": classes})
+
+
+def _mixer(image, patch, channels, width, depth, classes):
+    return (MLPMixer(image, patch, channels, width, depth, width // 2, 4 * width, classes),
+            {"channels": channels, "size": image, "classes": classes})
+
+
+def _mlp(features, width, depth, classes, c):
+    return HeterogeneousMLP(features, width, depth, classes, c), {"features": features, "classes": classes}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Static facts about a model family, read without building a model.
+
+    Attributes:
+        name: the registry name.
+        family: ``"cnn"``, ``"transformer"``, ``"mlp"`` or ``"mixer"``.
+        input_kind: ``"tokens"`` (causal LM), ``"masked-tokens"`` (masked LM),
+            ``"images"`` or ``"vectors"``.
+        loss_fn: the loss in hesslab's convention.
+        blocks: default block partition (a preset of :mod:`hesslab.blocks`, or None for one
+            block per tensor).
+        paper: the paper's model, in words.
+        constructor: ``constructor(**sizes) -> (model, input shape facts)``; sizes per
+            profile are in :mod:`hesslab.experiments.profiles`.
+    """
+
+    name: str
+    family: str
+    input_kind: str
+    loss_fn: Callable
+    blocks: object
+    paper: str
+    constructor: Callable
+
+    @property
+    def modality(self) -> str:
+        """``"text"`` for token inputs, else ``"vision"`` (images and vectors)."""
+        return "text" if self.input_kind in TEXT_KINDS else "vision"
+
+
+_SPECS = [
+    ModelSpec("gpt2", "transformer", "tokens", lm_loss, "gpt2-qkv", "GPT-2 small, 124M", _gpt2),
+    ModelSpec("gpt2-nano", "transformer", "tokens", lm_loss, "gpt2-qkv", "nanoGPT Shakespeare-char, 11M", _gpt2),
+    ModelSpec("bert", "transformer", "masked-tokens", mlm_loss, None, "BERT, 40M (configuration unverified)", _bert),
+    ModelSpec("vit-base", "transformer", "images", classification_loss, None, "ViT-base, 86M", _vit),
+    ModelSpec("resnet18", "cnn", "images", classification_loss, None, "ResNet-18, 11.7M", _resnet),
+    ModelSpec("vgg16", "cnn", "images", classification_loss, None, "VGG-16, 138M", _vgg),
+    ModelSpec("vgg16-bn", "cnn", "images", classification_loss, None, "VGG-16 with batch-norm", _vgg),
+    ModelSpec("mlp-mixer", "mixer", "images", classification_loss, None, "MLP-mixer (size unverified)", _mixer),
+    ModelSpec("hetero-mlp", "mlp", "vectors", classification_loss, None, "the man-made heterogeneous MLP", _mlp),
+]
+
+#: name -> :class:`ModelSpec`
+REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
+
+NAMES = tuple(REGISTRY)
+
+
+def spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name`` (nothing is built).
+
+    Raises:
+        ValueError: an unknown name, naming the known ones.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {NAMES}")
+    return REGISTRY[name]
+
+
+def build(name: str, size: str = "cpu", *, seed: int = 0, device: torch.device | str = "cpu",
+          dtype: torch.dtype = torch.float32, **options) -> BuiltModel:
+    """Build a model family at a profile's size.
+
+    Args:
+        name: one of :data:`NAMES`.
+        size: ``"smoke"``, ``"cpu"`` or ``"paper"`` (the sizes of
+            :mod:`hesslab.experiments.profiles`).
+        seed: initialisation seed.
+        device: where to allocate (``"meta"`` counts parameters without memory).
+        dtype: parameter dtype.
+        **options: ``c`` for ``"hetero-mlp"`` (the layer multiplier base).
+
+    Returns:
+        A :class:`BuiltModel` in eval mode.
+    """
+    model_spec = spec(name)
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {SIZES}")
+    kwargs = dict(profile(size).models[name])
+    if name == "hetero-mlp" and "c" in options:
+        kwargs["c"] = float(options.pop("c"))
+    if options:
+        raise TypeError(f"unexpected options for {name!r}: {sorted(options)}")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model, shapes = model_spec.constructor(**kwargs)
+    model = model.to(dtype=dtype).eval()
+    return BuiltModel(model, model_spec.loss_fn, model_spec.blocks, model_spec.family,
+                      {"kind": model_spec.input_kind, **shapes})
+
+
+def family_of(name: str) -> str:
+    """The family of model ``name`` (``"cnn"``, ``"transformer"``, ``"mlp"``, ``"mixer"``)."""
+    return spec(name).family
+
+
+def random_batch(built: BuiltModel, batch_size: int = 4, seed: int = 0):
+    """A random ``(inputs, targets)`` batch of the right shape (for smoke tests, not for science)."""
+    g = torch.Generator().manual_seed(seed)
+    spec = built.inputs
+    dtype = next(built.model.parameters()).dtype
+    if spec["kind"] in TEXT_KINDS:
+        tokens = torch.randint(0, spec["vocab"], (batch_size, spec["seq"] + 1), generator=g)
+        if spec["kind"] == "tokens":
+            return tokens[:, :-1], tokens[:, 1:]
+        inputs, labels = tokens[:, :-1].clone(), tokens[:, :-1].clone()
+        masked = torch.rand(inputs.shape, generator=g) < 0.15
+        masked[:, 0] = True
+        labels[~masked] = -100
+        return {"input_ids": inputs}, labels
+    if spec["kind"] == "images":
+        x = torch.randn(batch_size, spec["channels"], spec["size"], spec["size"], generator=g, dtype=dtype)
+        return x, torch.randint(0, spec["classes"], (batch_size,), generator=g)
+    x = torch.randn(batch_size, spec["features"], generator=g, dtype=dtype)
+    return x, torch.randint(0, spec["classes"], (batch_size,), generator=g)
+
+
+__all__ = ["BuiltModel", "ModelSpec", "REGISTRY", "NAMES", "SIZES", "spec", "build", "family_of", "random_batch", "lm_loss", "mlm_loss", "classification_loss",
+           "VGG", "MLPMixer", "HeterogeneousMLP"]

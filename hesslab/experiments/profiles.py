@@ -1,0 +1,295 @@
+"""Every per-profile setting of the book, in one table.
+
+A *profile* scales the whole book at once:
+
+- ``smoke``: every chapter in about a minute on 2 CPU cores (CI);
+- ``cpu``: the default book, laptop scale (about half an hour on 2 cores with an empty cache);
+- ``paper``: the paper's model sizes, Hessian batches and Lanczos settings; needs a GPU.
+
+:data:`PROFILES` maps each name to a :class:`Profile`: the size of every model family
+(constructor arguments of :mod:`hesslab.experiments.models`), the Hessian batches and
+Lanczos settings of the blockwise (Figures 3–4, Table 1) and full-spectrum (Figure 1)
+measurements, the training budgets, learning-rate grids and schedules of the Adam–SGD gap,
+the chapters' parameter overrides (papermill ``-p``; a chapter's tagged ``parameters``
+cell holds its ``cpu`` defaults) and the time limits under which the book runner executes
+a chapter. Settings taken from the papers' code say so; the others are this book's choice.
+Facts that do not change with the profile (a family's modality, its default blocks) live
+in the model registry. This module imports nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: the profile names, smallest first
+PROFILES = ("smoke", "cpu", "paper")
+
+#: a model's modality -> its kind of training and Hessian data
+MODALITIES = ("text", "vision")
+
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """Wall-clock limits, in seconds, for executing one chapter.
+
+    Attributes:
+        cell: the longest one cell may run.
+        chapter: the longest the whole chapter may run, kernel start-up included.
+    """
+
+    cell: float
+    chapter: float
+
+    def __post_init__(self):
+        if not (self.cell > 0 and self.chapter > 0):
+            raise ValueError(f"time limits must be positive seconds, got cell={self.cell}, chapter={self.chapter}")
+
+
+@dataclass(frozen=True)
+class HessianSettings:
+    """The data and Lanczos settings of one Hessian measurement.
+
+    Attributes:
+        batches: modality -> ``(number of batches, batch size)`` of the Hessian's data
+            (sequences for text, images for vision).
+        num_steps: Lanczos steps per probe.
+        num_probes: probe vectors.
+    """
+
+    batches: dict[str, tuple[int, int]]
+    num_steps: int
+    num_probes: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that changes with the profile.
+
+    Attributes:
+        name: ``"smoke"``, ``"cpu"`` or ``"paper"``.
+        model_size: the size key of :func:`hesslab.experiments.models.build` (the
+            profile's name).
+        models: model name -> keyword arguments of its family's constructor.
+        blockwise: Hessian settings of the blockwise spectra at initialisation.
+        full_spectra: Hessian settings of the full-Hessian spectra over training.
+        training: modality -> ``{"steps", "batch_size", "num_batches"}`` shared by AdamW and SGD.
+        training_by_model: model name -> overrides of its modality's budget.
+        lr_grids: modality -> optimiser -> learning-rate grid.
+        lr_grids_by_model: model name -> optimiser -> grid, where the modality's grid
+            puts the best rate at an edge.
+        schedule: modality -> ``{"schedule", "warmup", "clip"}``.
+        optimizer: modality -> ``{"betas", "weight_decay"}``.
+        chapters: chapter stem -> parameter overrides (``{}``: the cell's defaults).
+        time_limits: limits for executing one chapter.
+    """
+
+    name: str
+    models: dict[str, dict]
+    blockwise: HessianSettings
+    full_spectra: HessianSettings
+    training: dict[str, dict]
+    lr_grids: dict[str, dict[str, tuple[float, ...]]]
+    schedule: dict[str, dict]
+    optimizer: dict[str, dict]
+    time_limits: TimeLimits
+    training_by_model: dict[str, dict] = field(default_factory=dict)
+    lr_grids_by_model: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
+    chapters: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def model_size(self) -> str:
+        """The size key models are built at."""
+        return self.name
+
+
+def profile(name: str) -> Profile:
+    """The :class:`Profile` called ``name``.
+
+    Raises:
+        ValueError: an unknown profile, naming the known ones.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")
+    return _TABLE[name]
+
+
+def time_limits(name: str, cell: float | None = None, chapter: float | None = None) -> TimeLimits:
+    """The time limits for executing a chapter at profile ``name``, with optional overrides.
+
+    Args:
+        name: one of :data:`PROFILES`.
+        cell: seconds one cell may run (default: the profile's).
+        chapter: seconds one chapter may run (default: the profile's).
+    """
+    default = profile(name).time_limits
+    return TimeLimits(cell=default.cell if cell is None else cell,
+                      chapter=default.chapter if chapter is None else chapter)
+
+
+def parameters_for(chapter: str, name: str) -> dict:
+    """Parameters papermill passes to ``chapter`` under profile ``name`` (``profile`` included).
+
+    Args:
+        chapter: notebook stem, e.g. ``"quadratic"``.
+        name: one of :data:`PROFILES`.
+
+    Returns:
+        A new dict of parameter overrides.
+    """
+    return dict(profile(name).chapters.get(chapter, {})) | {"profile": name}
+
+
+# ----------------------------------------------------------------------------- models
+# Constructor arguments per family (hesslab.experiments.models): the cpu sizes fit 8×8
+# digits and character-level text; the paper sizes are the paper's (parameter counts are
+# tested within ±10 %). VGG stages: channels per convolution, "M" a 2×2 max-pool.
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+_VGG_SMOKE = dict(stages=[8, "M", 16, "M"], channels=1, image=8, classes=10, hidden=32)
+_VGG_CPU = dict(stages=[16, 16, "M", 32, 32, "M", 64, "M"], channels=1, image=8, classes=10, hidden=128)
+_VGG_PAPER = dict(stages=_VGG16, channels=3, image=224, classes=1000, hidden=4096)
+_TINY_TEXT = dict(layers=1, heads=2, width=16, context=16, vocab=32)
+_CPU_TEXT = dict(layers=2, heads=4, width=64, context=64, vocab=96)
+
+_MODELS = {
+    "smoke": {
+        "gpt2": _TINY_TEXT | dict(layers=2), "gpt2-nano": _TINY_TEXT, "bert": _TINY_TEXT,
+        "vit-base": dict(image=8, patch=4, channels=1, width=16, layers=1, heads=2, classes=10),
+        "resnet18": dict(depths=[1], widths=[8], channels=1, image=8, classes=10),
+        "vgg16": _VGG_SMOKE, "vgg16-bn": _VGG_SMOKE | dict(batch_norm=True),
+        "mlp-mixer": dict(image=8, patch=4, channels=1, width=16, depth=1, classes=10),
+        "hetero-mlp": dict(features=64, width=16, depth=3, classes=10, c=1.0),
+    },
+    "cpu": {
+        "gpt2": _CPU_TEXT | dict(layers=4, width=128), "gpt2-nano": _CPU_TEXT, "bert": _CPU_TEXT,
+        "vit-base": dict(image=8, patch=2, channels=1, width=64, layers=2, heads=4, classes=10),
+        "resnet18": dict(depths=[1, 1], widths=[16, 32], channels=1, image=8, classes=10),
+        "vgg16": _VGG_CPU, "vgg16-bn": _VGG_CPU | dict(batch_norm=True),
+        "mlp-mixer": dict(image=8, patch=2, channels=1, width=64, depth=2, classes=10),
+        "hetero-mlp": dict(features=64, width=64, depth=4, classes=10, c=1.0),
+    },
+    "paper": {
+        # GPT-2 124M; GPT-2-nano 11M (nanoGPT's Shakespeare-char, 65 characters); BERT 40M
+        # (the paper states 40M, this configuration is the book's choice)
+        "gpt2": dict(layers=12, heads=12, width=768, context=1024, vocab=50257),
+        "gpt2-nano": dict(layers=6, heads=6, width=384, context=256, vocab=65),
+        "bert": dict(layers=8, heads=8, width=512, context=512, vocab=30522),
+        "vit-base": dict(image=224, patch=16, channels=3, width=768, layers=12, heads=12, classes=1000),
+        "resnet18": dict(depths=[2, 2, 2, 2], widths=[64, 128, 256, 512], channels=3, image=224, classes=1000),
+        "vgg16": _VGG_PAPER, "vgg16-bn": _VGG_PAPER | dict(batch_norm=True),
+        # the paper's mixer size is unverified: an 8-block, 512-wide mixer (about 18M)
+        "mlp-mixer": dict(image=224, patch=16, channels=3, width=512, depth=8, classes=1000),
+        "hetero-mlp": dict(features=64, width=128, depth=4, classes=10, c=1.0),
+    },
+}
+
+# ------------------------------------------------------------------- Hessian measurements
+# The paper: 100 Lanczos steps and 10 probes; GPT-2's Hessian batch is 60 micro-batches of
+# 8 sequences, vision 30 × 256 images (the paper's code). Smoke and cpu give both
+# measurements the same data; the full spectrum takes more steps, as it has one operator.
+_HESSIAN_DATA = {
+    "smoke": {"text": (2, 4), "vision": (2, 32)},
+    "cpu": {"text": (2, 16), "vision": (2, 128)},
+    "paper": {"text": (60, 8), "vision": (30, 256)},
+}
+_LANCZOS = {  # profile -> (blockwise steps, probes), (full-spectrum steps, probes)
+    "smoke": ((10, 2), (12, 2)),
+    "cpu": ((20, 4), (40, 4)),
+    "paper": ((100, 10), (100, 10)),
+}
+
+# ------------------------------------------------------------------------------ training
+# The gap study's budget, shared by both optimisers. Chosen on the cpu profile so that the
+# best learning rate of each optimiser lies inside its grid (the gap chapter checks this):
+# 300 steps are enough for the digits, the character-level text models need about 1000 (at
+# 300 steps AdamW is still far from converged and the gap is small, 0.05 nats for
+# GPT-2-nano); GPT-2 (0.8M parameters at cpu size) gets 500 to keep the book's time reasonable.
+_TRAINING = {
+    "smoke": {"text": dict(steps=30, batch_size=4, num_batches=10), "vision": dict(steps=30, batch_size=32, num_batches=10)},
+    "cpu": {"text": dict(steps=1000, batch_size=16, num_batches=50), "vision": dict(steps=300, batch_size=64, num_batches=20)},
+    "paper": {"text": dict(steps=5000, batch_size=64, num_batches=5000),
+              "vision": dict(steps=5000, batch_size=256, num_batches=5000)},
+}
+_LR_GRIDS = {
+    "text": {"adamw": (1e-3, 3e-3, 1e-2, 3e-2), "sgd": (0.03, 0.1, 0.3, 1.0)},
+    "vision": {"adamw": (1e-3, 3e-3, 1e-2, 3e-2), "sgd": (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)},
+}
+# the paper profile's grids, around the paper's settings (GPT-2 code: AdamW 6e-4)
+_LR_GRIDS_PAPER = {
+    "text": {"adamw": (3e-4, 6e-4, 1.2e-3), "sgd": (0.03, 0.1, 0.3, 1.0)},
+    "vision": {"adamw": (3e-4, 1e-3, 3e-3), "sgd": (0.01, 0.03, 0.1, 0.3)},
+}
+# cosine decay for both (the paper's vision setting); warm-up and clipping for the text
+# models, as the paper's GPT-2 code
+_SCHEDULE = {"text": dict(schedule="cosine", warmup=50, clip=1.0), "vision": dict(schedule="cosine", warmup=0, clip=None)}
+_OPTIMIZER = {"text": dict(betas=(0.9, 0.999), weight_decay=0.0), "vision": dict(betas=(0.9, 0.999), weight_decay=0.0)}
+# the paper profile follows the paper's code: GPT-2 AdamW β = (0.9, 0.95), weight decay 0.1,
+# 500 warm-up steps; vision weight decay 1e-4
+_OPTIMIZER_PAPER = {"text": dict(betas=(0.9, 0.95), weight_decay=0.1), "vision": dict(betas=(0.9, 0.999), weight_decay=1e-4)}
+_SCHEDULE_PAPER = {"text": _SCHEDULE["text"] | dict(warmup=500), "vision": _SCHEDULE["vision"]}
+
+# ------------------------------------------------------------------------------ chapters
+# Quadratic Cases 1–4: iteration counts hardly depend on the block size d (they are set by κ
+# and the block condition numbers), so smoke only shrinks d. The paper's problem size is
+# unverified: "paper" is a larger d, not the paper's size. Methods: exact checks are cheap at
+# every profile; the profiles change the size of the GPT-2 whose HVP and Lanczos-step costs
+# are timed. The blockwise chapters take their sizes from the profile; only the convergence
+# grid changes.
+_CHAPTERS = {
+    "smoke": {
+        "quadratic": {"block_size": 25, "widget_block_size": 25, "widget_max_iter": 1000},
+        "methods": {"slq_steps": [5, 20], "bench_layers": 2, "bench_width": 64, "bench_repeats": 1},
+        "convergence": {"batches": [1, 2], "steps": [5, 10], "probes": [1, 2, 4]},
+        "mlp_hessian": {"steps": 300},
+        "full_spectra": {"models": ["resnet18", "gpt2-nano"]},
+    },
+    "cpu": {},
+    "paper": {
+        "quadratic": {"block_size": 100, "widget_block_size": 100, "max_iter": 100000},
+        "methods": {"bench_layers": 12, "bench_width": 768, "bench_repeats": 10},
+        "convergence": {"batches": [15, 30, 60], "steps": [50, 100, 200], "probes": [1, 2, 5, 10, 20]},
+        "mlp_hessian": {"steps": 3000},
+        "full_spectra": {"models": ["resnet18", "vgg16", "gpt2-nano", "bert", "vit-base", "gpt2"]},
+    },
+}
+
+# ---------------------------------------------------------------------------- time limits
+# smoke chapters take about a minute each on 2 CPU cores with an empty cache, so 5 min per
+# cell and 10 min per chapter fail a hung chapter well inside a CI job's limit while leaving
+# a slow machine several times the usual time. cpu: all chapters together take about 30
+# minutes on 2 cores with an empty cache, most of it the gap chapter's training. paper (a
+# GPU, the papers' sizes, never timed yet): 12 h per cell, a day per chapter.
+_TIME_LIMITS = {
+    "smoke": TimeLimits(cell=5 * 60, chapter=10 * 60),
+    "cpu": TimeLimits(cell=60 * 60, chapter=2 * 60 * 60),
+    "paper": TimeLimits(cell=12 * 60 * 60, chapter=24 * 60 * 60),
+}
+
+
+def _profile(name: str) -> Profile:
+    paper = name == "paper"
+    (block_steps, block_probes), (full_steps, full_probes) = _LANCZOS[name]
+    smoke_schedule = {m: s | dict(warmup=0) for m, s in _SCHEDULE.items()}
+    return Profile(
+        name=name,
+        models=_MODELS[name],
+        blockwise=HessianSettings(_HESSIAN_DATA[name], block_steps, block_probes),
+        full_spectra=HessianSettings(_HESSIAN_DATA[name], full_steps, full_probes),
+        training=_TRAINING[name],
+        training_by_model={"gpt2": dict(steps=500)} if name == "cpu" else {},
+        lr_grids=_LR_GRIDS_PAPER if paper else _LR_GRIDS,
+        # BERT's character-level masked LM wants smaller rates than the causal models;
+        # ResNet-18 with batch-norm takes larger AdamW rates
+        lr_grids_by_model={"bert": {"adamw": (3e-4, 1e-3, 3e-3, 1e-2), "sgd": (0.01, 0.03, 0.1, 0.3)},
+                           "resnet18": {"adamw": (1e-3, 3e-3, 1e-2, 3e-2, 0.1), "sgd": _LR_GRIDS["vision"]["sgd"]},
+                           } if name == "cpu" else {},
+        schedule=_SCHEDULE_PAPER if paper else smoke_schedule if name == "smoke" else _SCHEDULE,
+        optimizer=_OPTIMIZER_PAPER if paper else _OPTIMIZER,
+        chapters=_CHAPTERS[name],
+        time_limits=_TIME_LIMITS[name],
+    )
+
+
+_TABLE: dict[str, Profile] = {name: _profile(name) for name in PROFILES}
+
+#: profile -> chapter time limits (read by the book runner)
+TIME_LIMITS: dict[str, TimeLimits] = {name: p.time_limits for name, p in _TABLE.items()}

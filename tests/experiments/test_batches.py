@@ -1,0 +1,42 @@
+"""hesslab.experiments.batches: data for every model, deterministic, with clear errors."""
+
+import pytest
+import torch
+
+from hesslab.batching import call_model
+from hesslab.experiments.models import NAMES, build, family_of
+from hesslab.experiments.batches import model_batches, token_count
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_eats_its_batches(name):
+    built = build(name, "smoke")
+    batches = model_batches(built, 2, 3, seed=1)
+    assert len(batches) == 2
+    loss = built.loss_fn(call_model(built.model, batches[0][0]), batches[0][1])
+    assert torch.isfinite(loss) and 0.5 < float(loss) < 10  # near ln(classes or vocab) at init
+    assert token_count(batches) > 0
+    assert family_of(name) == built.family  # looked up on the meta device
+
+
+def test_batches_are_deterministic_and_splits_differ():
+    built = build("gpt2-nano", "smoke")
+    a = model_batches(built, 2, 3, seed=0)
+    b = model_batches(built, 2, 3, seed=0)
+    h = model_batches(built, 2, 3, seed=0, split="hessian")
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
+    assert not torch.equal(a[0][0], h[0][0])
+
+
+def test_images_cycle_through_epochs():
+    built = build("vgg16", "smoke")
+    batches = model_batches(built, 5, 600)  # 1797 digits: 2 full batches per epoch, so 3 epochs
+    assert len(batches) == 5 and batches[0][0].shape == (600, 1, 8, 8)
+
+
+def test_errors():
+    built = build("vgg16", "smoke")
+    with pytest.raises(ValueError, match="unknown split"):
+        model_batches(built, 1, 1, split="test")
+    with pytest.raises(ValueError, match=">= 1"):
+        model_batches(built, 0, 1)

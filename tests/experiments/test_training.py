@@ -1,0 +1,121 @@
+"""Training runs: reproducible, learning-rate search, resume, Adam without bias correction."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hesslab.experiments.training import AdamNoBiasCorrection, TrainConfig, adam_sgd_gap, grid_search, learning_rate, train
+
+
+def tiny_problem(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    return (lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2))), [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+
+
+def test_seeded_run_is_reproducible_and_keeps_states():
+    build, batches = tiny_problem()
+    cfg = TrainConfig("adamw", 1e-2, 30, checkpoints=(0.0, 0.5, 1.0))
+    a, b = train(build, F.cross_entropy, batches, cfg, progress=False), train(build, F.cross_entropy, batches, cfg, progress=False)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert set(a.states) == {0.0, 0.5, 1.0} and a.losses[-1] < a.losses[0]
+    assert not torch.equal(a.states[0.0]["0.weight"], a.states[1.0]["0.weight"])
+
+
+def test_grid_search_finds_the_known_best_step():
+    """Loss ½ a w²: plain GD with lr = 1/a reaches the minimum in one step; others do not."""
+    a = 4.0
+
+    class Scalar(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([1.0]))
+
+        def forward(self, x):
+            return self.w
+
+    batches = [(torch.zeros(1), torch.zeros(1))]
+    base = TrainConfig("sgd", 0.0, 10, momentum=0.0)
+    best, runs = grid_search(Scalar, lambda w, _: 0.5 * a * (w ** 2).sum(), batches, base,
+                             [0.05, 0.1, 1 / a, 0.45, 0.6], progress=False)
+    assert best.config.lr == pytest.approx(1 / a), {lr: r.final_loss for lr, r in runs.items()}
+    assert runs[0.6].final_loss > 100 * runs[0.6].losses[0]  # |1 - 0.6·4| = 1.4 > 1: diverges
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw", "adam-nobc"])
+def test_resume_after_interruption_equals_uninterrupted(optimizer, tmp_path, monkeypatch):
+    """Checkpoints (model and optimiser state as plain arrays) resume bit-identically."""
+    build, batches = tiny_problem()
+    cfg = TrainConfig(optimizer, 0.1 if optimizer == "sgd" else 1e-2, 40, checkpoints=(0.5, 1.0))
+    full = train(build, F.cross_entropy, batches, cfg, progress=False)
+    cls = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam-nobc": AdamNoBiasCorrection}[optimizer]
+    real_step, calls = cls.step, {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 27:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "step", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train(build, F.cross_entropy, batches, cfg, cache=tmp_path, cache_key={"problem": "tiny"},
+              checkpoint_every=10, progress=False)
+    calls["n"] = -1000
+    resumed = train(build, F.cross_entropy, batches, cfg, cache=tmp_path, cache_key={"problem": "tiny"},
+                    checkpoint_every=10, progress=False)
+    assert calls["n"] + 1000 == 20, "the resumed run restarts from the step-20 checkpoint"
+    np.testing.assert_array_equal(resumed.losses, full.losses)
+    for f in (0.5, 1.0):
+        for k in full.states[f]:
+            assert torch.equal(resumed.states[f][k], full.states[f][k])
+    cached = train(build, F.cross_entropy, batches, cfg, cache=tmp_path, cache_key={"problem": "tiny"}, progress=False)
+    np.testing.assert_array_equal(cached.losses, full.losses)
+
+
+def test_adam_without_bias_correction_first_step():
+    p = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = AdamNoBiasCorrection([p], lr=0.1, betas=(0.9, 0.999), eps=0.0)
+    p.grad = torch.tensor([0.5, 0.5])
+    opt.step()
+    # m = 0.1 g, v = 0.001 g²: step = lr · 0.1 g / (√0.001 |g|) = lr · 0.1/√0.001 · sign(g)
+    expected = torch.tensor([1.0, -2.0]) - 0.1 * 0.1 / 0.001 ** 0.5
+    assert torch.allclose(p.detach(), expected)
+
+
+def test_schedule_and_gap():
+    cfg = TrainConfig("adamw", 1.0, 100, schedule="cosine", warmup=10)
+    assert learning_rate(cfg, 0) == pytest.approx(0.1) and learning_rate(cfg, 9) == pytest.approx(1.0)
+    assert learning_rate(cfg, 99) < 0.01
+    build, batches = tiny_problem()
+    adam = train(build, F.cross_entropy, batches, TrainConfig("adamw", 1e-2, 20), progress=False)
+    sgd = train(build, F.cross_entropy, batches, TrainConfig("sgd", 1e-3, 20), progress=False)
+    assert adam_sgd_gap(adam, sgd) == pytest.approx(sgd.final_loss - adam.final_loss)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train(build, F.cross_entropy, batches, TrainConfig("lion", 1e-3, 2), progress=False)
+    # caching needs a loss hesslab can identify, or a cache_key describing it (nothing is written)
+    with pytest.raises(TypeError, match="cache_key"):
+        train(build, lambda out, y: F.cross_entropy(out, y), batches, TrainConfig("sgd", 1e-3, 2), cache=True,
+              progress=False)
+
+
+def test_a_changed_initialisation_is_not_served_from_the_cache(tmp_path):
+    """The cache key holds the initial parameters, not only the caller's cache_key."""
+    from hesslab.experiments.training import TrainConfig, train
+
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    config = TrainConfig("sgd", 0.1, 3)
+    loss = torch.nn.functional.cross_entropy
+    first = train(lambda: torch.nn.Linear(3, 2), loss, [(x, y)], config, cache=tmp_path, cache_key={"m": "lin"},
+                  progress=False)
+
+    def rescaled():
+        layer = torch.nn.Linear(3, 2)
+        layer.weight.data *= 10
+        return layer
+
+    second = train(rescaled, loss, [(x, y)], config, cache=tmp_path, cache_key={"m": "lin"}, progress=False)
+    assert not np.allclose(first.losses, second.losses)
