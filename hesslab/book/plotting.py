@@ -172,3 +172,64 @@ def short_block_name(name: str, width: int = 24) -> str:
         name = name.replace(prefix, "")
     name = name.replace(".weight", "").replace("layers.", "L").replace("layer.", "L")
     return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Running mean of ``window`` consecutive values (e.g. noisy per-step mini-batch losses).
+
+    Args:
+        values: ``[n]`` values, one per step.
+        window: number of steps averaged, ``1 <= window <= n``.
+
+    Returns:
+        ``[n - window + 1]`` means; entry ``i`` averages steps ``i … i + window − 1``, so it
+        belongs at step ``i + window − 1`` (see :func:`plot_training_curves`).
+    """
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_training_curves(ax, study, *, window: int, lw: float = 1.4) -> None:
+    """The best AdamW and best SGD run of a gap study, as running means of their losses.
+
+    Args:
+        ax: a matplotlib axis.
+        study: a :class:`hesslab.experiments.gap.GapStudy` (``.adam`` and ``.sgd`` runs with
+            ``.losses [steps]`` and ``.config.lr``).
+        window: steps per running mean (:func:`smooth`); the curve starts at step ``window − 1``.
+        lw: line width.
+    """
+    for label, run in [("AdamW", study.adam), ("SGD", study.sgd)]:
+        ax.plot(np.arange(window - 1, len(run.losses)), smooth(run.losses, window),
+                label=f"{label} (lr {run.config.lr:g})", color=optimiser_color(label.lower()), lw=lw)
+
+
+def plot_block_densities(ax_linear, ax_log, spectra: Mapping, blocks: Sequence[str], variants: Mapping[str, dict],
+                         *, model: str) -> None:
+    """Densities of some blocks of one model, on the linear and on the log-magnitude axis (Figure 3).
+
+    Every density is normalised together with *all* blocks of the model (the largest
+    |eigenvalue| over the model's blocks is the unit), then only ``blocks`` are drawn, on a
+    log y axis clipped below at 1e-8 (limits from 1e-5).
+
+    Args:
+        ax_linear: matplotlib axis for the linear eigenvalue axis (the paper's).
+        ax_log: matplotlib axis for the log-magnitude axis (the book's JS⁰).
+        spectra: block name -> :class:`~hesslab.SpectralDensity`, every block of the model.
+        blocks: the block names to draw (keys of ``spectra``).
+        variants: ``{"linear": options, "log": options}`` of :func:`hesslab.js.shared_densities`
+            (the book passes :data:`hesslab.experiments.heterogeneity.JS_VARIANTS`).
+        model: the model's name, for the y label.
+    """
+    from hesslab.js import shared_densities
+
+    chosen = [spectra[b] for b in blocks]
+    everything = list(spectra.values())
+    for ax, options in [(ax_linear, variants["linear"]), (ax_log, variants["log"])]:
+        grid, dens = shared_densities(everything + chosen, **options)
+        for block, d in zip(blocks, dens[len(everything):]):
+            ax.semilogy(grid, np.maximum(d, 1e-8), label=short_block_name(block), lw=1.3)
+        ax.set_ylim(1e-5, None)
+    ax_linear.set_xlabel("λ / max |λ| over the model's blocks")
+    ax_log.set_xlabel("sign(λ) · (log10 |λ / max| + 8)")
+    ax_linear.set_ylabel(f"{model}\ndensity")
+    ax_linear.legend(fontsize=7)
