@@ -15,4 +15,8 @@ Import each from its module; nothing is imported here.
 - :mod:`~hesslab.experiments.quadratic`: Cases 1–4, quadratic problems, optimisers, theory;
 - :mod:`~hesslab.experiments.tiny_problems`, :mod:`~hesslab.experiments.methods`,
   :mod:`~hesslab.experiments.hvp_costs`: exact checks and costs of the methods chapter.
+
+What the papers specify, what is unverified and which choice the book makes are stated per
+figure in the book's reproduction notes (``book/reproduction.md``); an "unverified" in a
+docstring here refers to that page.
 """

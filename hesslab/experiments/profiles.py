@@ -12,7 +12,8 @@ Lanczos settings of the blockwise (Figures 3–4, Table 1) and full-spectrum (Fi
 measurements, the training budgets, learning-rate grids and schedules of the Adam–SGD gap,
 the chapters' parameter overrides (papermill ``-p``; a chapter's tagged ``parameters``
 cell holds its ``cpu`` defaults) and the time limits under which the book runner executes
-a chapter. Settings taken from the papers' code say so; the others are this book's choice.
+a chapter. Settings taken from the papers' code say so; the others are this book's choice
+(the reproduction notes, ``book/reproduction.md``, list them per figure).
 Facts that do not change with the profile (a family's modality, its default blocks) live
 in the model registry. This module imports nothing.
 """
