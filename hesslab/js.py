@@ -1,7 +1,8 @@
-"""Jensen–Shannon distances between blockwise spectra, and JS⁰ (Table 1 / Figure 4).
+"""Jensen–Shannon divergences between blockwise spectra, and JS⁰ (Table 1 / Figure 4).
 
 The paper's exact JS formula is not public: its Table 1 values exceed
-ln 2, impossible for a JS divergence between probability distributions. Two modes:
+ln 2, impossible for a JS divergence between probability distributions (the book's
+reproduction notes, ``book/reproduction.md``, discuss it). Two modes:
 
 * ``mode="probability"`` (default): the two densities are evaluated on one shared
   grid, turned into probability masses ``p_i = φ(t_i)·Δt`` (renormalised to sum 1),

@@ -12,6 +12,9 @@ Two JS⁰ variants are reported side by side (:data:`JS_VARIANTS`):
 * ``"log"`` (the book's main variant, its own choice): the same nodes on a log10 axis with
   one-decade smoothing, which resolves blocks whose curvature differs by orders of
   magnitude (see :mod:`hesslab.js`).
+
+The book's reproduction notes (``book/reproduction.md``) state, per figure, what the paper
+specifies, what is unverified and which choice the book makes.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ training the whole Hessian is written down in float64 with
 ``torch.autograd.functional.hessian`` (:func:`hesslab.experiments.tiny_problems.exact_hessian`), checked
 for finiteness and symmetry, and its near-block-diagonality measured with
 :func:`block_mass`.
+
+The book's reproduction notes (``book/reproduction.md``) state, per figure, what the paper
+specifies, what is unverified and which choice the book makes.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ modality, loss, default blocks, the paper's model), read without building anythi
 constructor arguments of every size are in :mod:`hesslab.experiments.profiles`. Paper
 sizes (parameter counts, tested within ±10 %): GPT-2 124M, GPT-2-nano 11M, BERT 40M
 (configuration unverified), ViT-base 86M, ResNet-18 11.7M, VGG-16 138M; the MLP-mixer's
-size in the paper is unverified.
+size in the paper is unverified (see the book's reproduction notes, ``book/reproduction.md``).
 """
 
 from __future__ import annotations

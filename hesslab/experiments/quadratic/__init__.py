@@ -33,6 +33,9 @@ correction is GD preconditioned by diag(|g₀|)⁻¹), :func:`preconditioned_gd`
 grid) and stop as soon as one rate reaches the tolerance, so the best rate's iteration
 count is exact. :func:`theory_bounds` evaluates the complexity bounds of the paper's
 Section 4 (constants unverified) and the exact linear-algebra bounds for this instance.
+
+The book's reproduction notes (``book/reproduction.md``) state, per figure, what the paper
+specifies, what is unverified and which choice the book makes.
 """
 
 from hesslab.experiments.quadratic.optimizers import (ADAM_LRS, DEFAULT_TOL, GD_FACTORS, MOMENTUM_FACTORS, SIGN_LRS,
