@@ -131,7 +131,7 @@ class HessianOperator:
         self.model, self.loss_fn, self.data = model, loss_fn, data
         self.method, self.batchnorm = method, batchnorm
         self.batch_size_fn = batch_size_fn or default_batch_size
-        self.progress, self.check_finite = progress, check_finite
+        self.check_finite = check_finite
         self.batch_blocks = batch_blocks
         self.names, self.params = select_parameters(model, params)
         dtypes = {p.dtype for p in self.params}
