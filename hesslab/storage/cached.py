@@ -110,12 +110,10 @@ def blockwise_slq(model: nn.Module, loss_fn: Callable, data: Iterable, blocks=No
     Finished groups of at most ``resume_chunk`` blocks are checkpointed.
     """
     operator, resolved = blockwise_operator(model, loss_fn, data, blocks, operator, **operator_kwargs)
-    checkpoint = _checkpoint(cache, "blockwise_slq", lambda: computation_key(
-        "blockwise_slq", model=operator.model, loss_fn=operator.loss_fn, data=operator.data,
-        batch_size_fn=_batch_size_rule(operator), cache_key=cache_key, params=operator.names,
-        blocks=[_block_key(b) for b in resolved], num_steps=num_steps, num_probes=num_probes, seed=seed,
-        basis_dtype=str(basis_dtype), reorthogonalize=reorthogonalize, method=operator.method,
-        batchnorm=operator.batchnorm, dtype=str(operator.dtype)))
+    checkpoint = _checkpoint(cache, "blockwise_slq", lambda: operator_key(
+        operator, "blockwise_slq", cache_key=cache_key, blocks=[_block_key(b) for b in resolved],
+        num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=str(basis_dtype),
+        reorthogonalize=reorthogonalize))
     return _blockwise_slq(model, loss_fn, data, resolved, num_steps, num_probes, seed, operator=operator,
                           basis_dtype=basis_dtype, basis_memory_budget=basis_memory_budget,
                           reorthogonalize=reorthogonalize, checkpoint=checkpoint, resume_chunk=resume_chunk,
