@@ -28,7 +28,9 @@ from hesslab.hvp import (
 )
 from hesslab.js import js0, js_distance, js_divergence, js_matrix, spectra_js
 from hesslab.lanczos import LanczosProcess, LanczosResult, run_lanczos
+from hesslab.memory import BasisMemoryError, BasisPlan, plan_basis
 from hesslab.operators import MatrixOperator, operator_noise
+from hesslab.plan import Calibration, CostPlan, calibrate, plan
 from hesslab.slq import blockwise_slq, exact_block_eigenvalues, slq
 from hesslab.spectra import SpectralDensity
 from hesslab.topk import TopEigenvalues, top_eigenvalues
@@ -63,6 +65,14 @@ __all__ = [
     "TopEigenvalues",
     "hutchinson_trace",
     "SpectralDensity",
+    # memory and cost, before running
+    "plan_basis",
+    "BasisPlan",
+    "BasisMemoryError",
+    "plan",
+    "calibrate",
+    "CostPlan",
+    "Calibration",
     # resuming long runs
     "Checkpoint",
     "MemoryCheckpoint",

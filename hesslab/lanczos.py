@@ -92,7 +92,9 @@ class LanczosProcess:
         operator_dtype: dtype the operator computes in (sets the default tolerance).
         noise_floor: absolute threshold on ``β``: the size of the operator's round-off
             on a unit vector times a safety factor (see
-            :func:`hesslab.slq.breakdown_floor`); 0 disables it.
+            :func:`hesslab.operators.operator_noise`); 0 disables it.
+        pin_memory: keep the basis in pinned host memory (``v0`` on the host, the
+            operator on a GPU: see :mod:`hesslab.memory`).
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class LanczosProcess:
         breakdown_tol: float | None = None,
         operator_dtype: torch.dtype | None = None,
         noise_floor: float = 0.0,
+        pin_memory: bool = False,
     ):
         if v0.ndim != 2 or v0.shape[1] == 0 or v0.shape[0] == 0:
             raise ValueError(f"start vectors must be [k, n] with k, n > 0, got {tuple(v0.shape)}")
@@ -122,7 +125,7 @@ class LanczosProcess:
             raise ValueError(f"noise_floor must be >= 0, got {noise_floor}")
         self.noise_floor = float(noise_floor)
         keep = self.num_steps if reorthogonalize else 2
-        self._basis = v0.new_zeros(keep, k, n)
+        self._basis = torch.zeros(keep, k, n, dtype=v0.dtype, device=v0.device, pin_memory=pin_memory)
         self._basis[0] = v0 / norms
         self._alpha = v0.new_zeros(k, self.num_steps)
         self._beta = v0.new_zeros(k, self.num_steps)
@@ -141,11 +144,11 @@ class LanczosProcess:
         return self._basis[self.j if self.reorthogonalize else self.j % 2]
 
     def advance(self, w: Tensor) -> None:
-        """Take one step given ``w = A q_j`` (``[k, n]``, any float dtype)."""
+        """Take one step given ``w = A q_j`` (``[k, n]``, any float dtype, any device)."""
         if self.done:
             raise RuntimeError("this Lanczos process has finished")
         j = self.j
-        w = w.to(self._basis.dtype).clone()
+        w = w.to(self._basis.device, self._basis.dtype, copy=True)
         q = self.query()
         alpha = (w * q).sum(dim=1)
         w -= alpha[:, None] * q

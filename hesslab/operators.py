@@ -34,24 +34,35 @@ class MatrixOperator:
     __matmul__ = matvec
 
 
-def _as_operator(op):
-    return MatrixOperator(op) if isinstance(op, Tensor) else op
-
-
 def as_operator(op):
     """``op`` itself, or a :class:`MatrixOperator` when it is a dense matrix ``[n, n]``."""
     return MatrixOperator(op) if isinstance(op, Tensor) else op
 
 
-def probe_vectors(dim: int, num: int, seed: int, dtype=torch.float64, device="cpu") -> Tensor:
-    """Gaussian probe vectors ``[num, dim]``, identical on every device for a given seed."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(num, dim, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+def probe_seed(seed: int, index: int) -> int:
+    """The seed of probe ``index`` drawn from ``seed`` (independent streams, one per probe)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def probe_vectors(dim: int, num: int, seed: int, dtype=torch.float64, device="cpu", start: int = 0) -> Tensor:
+    """Gaussian probe vectors ``[num, dim]``: probes ``start … start + num − 1`` of ``seed``.
+
+    Each probe has its own generator (:func:`probe_seed`), so probe ``i`` is the same
+    vector whichever chunk it is drawn in, on every device.
+    """
+    rows = torch.empty(num, dim, dtype=dtype, device=device)
+    for i in range(num):
+        g = torch.Generator().manual_seed(probe_seed(seed, start + i))
+        rows[i] = torch.randn(dim, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    return rows
 
 
 def matvec_in(op, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
-    """Apply ``op`` in its own dtype to vectors kept in ``dtype`` (e.g. float64 Lanczos on a float32 model)."""
-    return lambda q: op.matvec(q.to(op.dtype)).to(dtype)
+    """Apply ``op`` in its own dtype and device to vectors kept in ``dtype`` wherever they are.
+
+    E.g. float64 Lanczos on a float32 model, or a basis offloaded to host memory.
+    """
+    return lambda q: op.matvec(q.to(op.device, op.dtype)).to(q.device, dtype)
 
 
 #: safety factor between an operator's measured round-off and the ``β`` that counts as breakdown
@@ -106,9 +117,13 @@ def dense_matrix(op, max_dim: int = 20_000, chunk: int = 256) -> Tensor:
     """
     if op.dim > max_dim:
         raise ValueError(f"dim={op.dim} > max_dim={max_dim}: too large to densify")
-    eye = torch.eye(op.dim, dtype=op.dtype, device=op.device)
-    rows = [op.matvec(eye[i : i + chunk]) for i in range(0, op.dim, chunk)]
-    return torch.cat(rows).T.contiguous()
+    columns = []
+    for i in range(0, op.dim, chunk):
+        rows = min(chunk, op.dim - i)
+        eye = torch.zeros(rows, op.dim, dtype=op.dtype, device=op.device)
+        eye[torch.arange(rows), torch.arange(i, i + rows)] = 1
+        columns.append(op.matvec(eye))
+    return torch.cat(columns).T.contiguous()
 
 
-__all__ = ["dense_matrix", "MatrixOperator", "as_operator", "probe_vectors", "matvec_in", "operator_noise", "NOISE_FACTOR"]
+__all__ = ["dense_matrix", "MatrixOperator", "as_operator", "probe_vectors", "probe_seed", "matvec_in", "operator_noise", "NOISE_FACTOR"]

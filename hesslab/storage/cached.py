@@ -29,6 +29,7 @@ from torch import nn
 import hesslab.topk as core_topk
 from hesslab.batching import default_batch_size
 from hesslab.hvp import BlockHessianOperator, HessianOperator
+from hesslab.memory import default_memory_budget, plan_basis
 from hesslab.operators import MatrixOperator, as_operator
 from hesslab.slq import blockwise_operator
 from hesslab.slq import blockwise_slq as _blockwise_slq
@@ -85,37 +86,46 @@ def _checkpoint(cache, kind: str, key: Callable[[], dict]) -> StoredCheckpoint |
 
 
 def slq(op, num_steps: int = 100, num_probes: int = 10, seed: int = 0, *,
-        basis_dtype: torch.dtype = torch.float64, reorthogonalize: bool = True, probe_chunk: int | None = None,
-        cache=True, cache_key: dict | None = None, progress: bool = True) -> SpectralDensity:
+        basis_dtype: torch.dtype | None = None, memory_budget: int | None = None, probe_chunk: int | None = None,
+        offload: bool = True, reorthogonalize: bool = True, cache=True, cache_key: dict | None = None,
+        progress: bool = True) -> SpectralDensity:
     """:func:`hesslab.slq.slq`, stored and resumed (see the module docstring for ``cache``, ``cache_key``).
 
-    Each finished probe chunk is checkpointed.
+    The result is keyed by the basis dtype the memory plan resolves to (the chunking does
+    not change it); each finished probe chunk is checkpointed.
     """
     op = as_operator(op)
-    chunk = probe_chunk or num_probes
+    plan = plan_basis(op.dim, num_steps, num_probes, op.device, dtype=basis_dtype, memory_budget=memory_budget,
+                      probe_chunk=probe_chunk, offload=offload, reorthogonalize=reorthogonalize)
     checkpoint = _checkpoint(cache, "slq", lambda: operator_key(
-        op, cache_key=cache_key, num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=str(basis_dtype),
-        reorthogonalize=reorthogonalize, probe_chunk=chunk))
-    return _slq(op, num_steps, num_probes, seed, basis_dtype=basis_dtype, reorthogonalize=reorthogonalize,
-                probe_chunk=chunk, checkpoint=checkpoint, progress=progress)
+        op, cache_key=cache_key, num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=str(plan.dtype),
+        reorthogonalize=reorthogonalize))
+    return _slq(op, num_steps, num_probes, seed, basis_dtype=plan.dtype, memory_budget=plan.budget,
+                probe_chunk=plan.probe_chunk, offload=offload, reorthogonalize=reorthogonalize,
+                checkpoint=checkpoint, progress=progress)
 
 
 def blockwise_slq(model: nn.Module, loss_fn: Callable, data: Iterable, blocks=None, num_steps: int = 100,
                   num_probes: int = 10, seed: int = 0, *, operator: HessianOperator | None = None,
-                  basis_dtype: torch.dtype = torch.float64, basis_memory_budget: int = 4 << 30,
+                  basis_dtype: torch.dtype | None = None, memory_budget: int | None = None, offload: bool = True,
                   reorthogonalize: bool = True, cache=True, cache_key: dict | None = None, resume_chunk: int = 8,
                   progress: bool = True, **operator_kwargs) -> dict[str, SpectralDensity]:
     """:func:`hesslab.slq.blockwise_slq`, stored and resumed (see the module docstring for ``cache``, ``cache_key``).
 
-    Finished groups of at most ``resume_chunk`` blocks are checkpointed.
+    The result is keyed by each block's resolved basis dtype; finished blocks are
+    checkpointed in groups of at most ``resume_chunk``.
     """
     operator, resolved = blockwise_operator(model, loss_fn, data, blocks, operator, **operator_kwargs)
+    budget = default_memory_budget(operator.device) if memory_budget is None else memory_budget
+    dtypes = [str(plan_basis(operator.block_dim(b), num_steps, num_probes, operator.device, dtype=basis_dtype,
+                             memory_budget=budget, offload=offload, reorthogonalize=reorthogonalize).dtype)
+              for b in resolved]
     checkpoint = _checkpoint(cache, "blockwise_slq", lambda: operator_key(
         operator, "blockwise_slq", cache_key=cache_key, blocks=[_block_key(b) for b in resolved],
-        num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=str(basis_dtype),
+        num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=dtypes,
         reorthogonalize=reorthogonalize))
     return _blockwise_slq(model, loss_fn, data, resolved, num_steps, num_probes, seed, operator=operator,
-                          basis_dtype=basis_dtype, basis_memory_budget=basis_memory_budget,
+                          basis_dtype=basis_dtype, memory_budget=budget, offload=offload,
                           reorthogonalize=reorthogonalize, checkpoint=checkpoint, resume_chunk=resume_chunk,
                           progress=progress)
 

@@ -42,7 +42,7 @@ from torch import nn
 
 #: hesslab's version of each cached computation; part of its key. Raise an entry
 #: whenever a change alters that computation's results, so old results are not served.
-COMPUTATION_VERSIONS = {"slq": 2, "blockwise_slq": 2, "train": 2, "top_eigenvalues": 1}
+COMPUTATION_VERSIONS = {"slq": 3, "blockwise_slq": 3, "train": 2, "top_eigenvalues": 2}
 
 #: ``vars(module)`` entries that are not configuration: what ``nn.Module.__init__``
 #: sets (``training``, the parameter/buffer/submodule tables, hook tables), and

@@ -7,6 +7,7 @@ import torch
 from cases import exact_hessian, tiny_gpt2, tiny_mlp
 from hesslab import HessianOperator, blockwise_slq, resolve_blocks
 from hesslab.blocks import Block, BlockPart
+from hesslab.memory import lanczos_bytes
 
 
 def flat_indices(model, block):
@@ -88,7 +89,9 @@ def test_blockwise_slq_shared_graphs_equal_recomputed_graphs():
     kw = dict(num_steps=5, num_probes=3, seed=4, progress=False)
     shared = blockwise_slq(case.model, case.loss_fn, case.data, **kw)
     fresh = blockwise_slq(case.model, case.loss_fn, case.data, graph_memory_budget=0, **kw)
-    grouped = blockwise_slq(case.model, case.loss_fn, case.data, basis_memory_budget=1, **kw)
+    one_probe = max(lanczos_bytes(p.numel(), 5, 1, torch.float64) for p in case.model.parameters())
+    grouped = blockwise_slq(case.model, case.loss_fn, case.data, memory_budget=one_probe, **kw)
+    assert {d.info["probe_chunk"] for d in grouped.values()} >= {1}
     for name in shared:
         assert np.allclose(shared[name].nodes, fresh[name].nodes, equal_nan=True, rtol=1e-10)
         assert np.allclose(shared[name].nodes, grouped[name].nodes, equal_nan=True, rtol=1e-10)

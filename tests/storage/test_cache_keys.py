@@ -23,6 +23,7 @@ from torch import nn
 
 import hesslab
 from hesslab import HessianOperator
+from hesslab.memory import lanczos_bytes
 from hesslab.storage.cached import blockwise_slq, slq
 from hesslab.storage.cache import CacheFormatError, ResultCache
 from hesslab.storage.fingerprint import COMPUTATION_VERSIONS, UncacheableError, computation_key
@@ -256,22 +257,27 @@ BLOCKWISE = dict(num_steps=4, num_probes=2, seed=0, blocks=None, method="auto", 
 def test_every_argument_changes_the_blockwise_key(change, capture, tmp_path):
     data = mlp_data()
     base = capture(lambda: blockwise_slq(mlp(), F.cross_entropy, data, cache=tmp_path, progress=False, **BLOCKWISE))
-    assert base[1]["version"] == COMPUTATION_VERSIONS["blockwise_slq"] == 2
+    assert base[1]["version"] == COMPUTATION_VERSIONS["blockwise_slq"] == 3
     changed = capture(lambda: blockwise_slq(mlp(), F.cross_entropy, data, cache=tmp_path, progress=False,
                                             **{**BLOCKWISE, **change}))
     assert hex_key(changed) != hex_key(base)
 
 
 @pytest.mark.parametrize("change", [
-    {"num_steps": 5}, {"num_probes": 3}, {"seed": 1}, {"reorthogonalize": False}, {"probe_chunk": 1},
+    {"num_steps": 5}, {"num_probes": 3}, {"seed": 1}, {"reorthogonalize": False},
     {"basis_dtype": torch.float32},
 ], ids=lambda c: next(iter(c)))
 def test_every_argument_changes_the_slq_key(change, capture, tmp_path):
     op = HessianOperator(mlp(), F.cross_entropy, mlp_data())
     kw = dict(num_steps=4, num_probes=2, seed=0, cache=tmp_path, progress=False)
     base = capture(lambda: slq(op, **kw))
-    assert base[1]["version"] == COMPUTATION_VERSIONS["slq"] == 2
+    assert base[1]["version"] == COMPUTATION_VERSIONS["slq"] == 3
     assert hex_key(capture(lambda: slq(op, **{**kw, **change}))) != hex_key(base)
+    # the chunking never changes the result, so it is not in the key; the dtype a budget forces is
+    assert hex_key(capture(lambda: slq(op, **kw, probe_chunk=1))) == hex_key(base)
+    float32_budget = lanczos_bytes(op.dim, 4, 1, torch.float32)  # below one float64 probe
+    assert (hex_key(capture(lambda: slq(op, **kw, memory_budget=float32_budget)))
+            == hex_key(capture(lambda: slq(op, **kw, basis_dtype=torch.float32))))
     for options in ({"method": "forward"}, {"batchnorm": "train"}, {"params": ["0.weight"]}):
         other = HessianOperator(mlp(), F.cross_entropy, mlp_data(), **options)
         assert hex_key(capture(lambda: slq(other, **kw))) != hex_key(base), options
@@ -291,8 +297,8 @@ def test_the_version_table_is_in_every_key(capture, monkeypatch, tmp_path):
     }
     for kind, run in runs.items():
         before = capture(run)
-        assert before[0] == kind and before[1]["version"] == COMPUTATION_VERSIONS[kind] == 2
-        monkeypatch.setitem(COMPUTATION_VERSIONS, kind, 3)
+        assert before[0] == kind and before[1]["version"] == COMPUTATION_VERSIONS[kind] >= 2
+        monkeypatch.setitem(COMPUTATION_VERSIONS, kind, COMPUTATION_VERSIONS[kind] + 1)
         assert hex_key(capture(run)) != hex_key(before), kind
 
 
