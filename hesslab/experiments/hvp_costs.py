@@ -185,16 +185,16 @@ def paper_order_agreement(model: nn.Module, loss_fn: Callable, data: Sequence, b
                           num_steps: int = 5, seed: int = 0) -> float:
     """Largest relative difference of per-block Ritz values, ours vs the paper's loop order.
 
-    Both use the same probe vectors (block ``i`` seeded by ``(seed, i)``).
+    Both use the same probe vectors (each block seeded by ``(seed, block name)``).
     """
     resolved = resolve_blocks(model, blocks)
     ours = blockwise_slq(model, loss_fn, data, resolved, num_steps=num_steps, num_probes=1, seed=seed,
                          progress=False)
     worst = 0.0
-    for i, b in enumerate(resolved):
+    for b in resolved:
         op = HessianOperator(model, loss_fn, data, params=list(b.params), method="reverse",
                              graph_memory_budget=0).restrict(b)
-        paper = slq(op, num_steps=num_steps, num_probes=1, seed=block_seed(seed, i), progress=False)
+        paper = slq(op, num_steps=num_steps, num_probes=1, seed=block_seed(seed, b.name), progress=False)
         a, c = np.sort(ours[b.name].nodes[0]), np.sort(paper.nodes[0])
         scale = max(float(np.nanmax(np.abs(c))), 1e-30)
         worst = max(worst, float(np.nanmax(np.abs(a - c))) / scale)
