@@ -41,7 +41,7 @@ from hesslab.blocks import Block, BlockPart, resolve_blocks, select_parameters
 from hesslab.errors import (ATTENTION_FIX, UNSUPPORTED, DataChangedError, ModelChangedError, NonFiniteError,
                             UnsupportedAutogradError)
 from hesslab.graphs import Graph, RetainedGraphs, build_graph
-from hesslab.measurement import BATCHNORM_MODES, measurement_mode
+from hesslab.measurement import BATCHNORM_MODES, PRECISIONS, measurement_mode
 from hesslab.operators import dense_matrix
 from hesslab.products import ReverseProducts, forward_product
 
@@ -90,6 +90,10 @@ class HessianOperator:
             ``benchmarks/hvp.py``.
         vectorize: reverse mode, several vectors: ``True`` one ``vmap``-ed backward,
             ``False`` a loop of backwards, ``None`` time both once and keep the faster.
+        precision: ``"float32"`` (default): full IEEE float32 arithmetic, TF32 off;
+            ``"fast"``: TF32 on a GPU and bfloat16 autocast of the forward pass
+            (:func:`hesslab.measurement.fast_precision`; measure its effect first, as the
+            methods chapter does).
         check_data: compare every pass's batches with the first pass's
             (:func:`batch_signature`: a digest of the bytes of CPU tensors, two
             float64 moments of device tensors) and raise :class:`DataChangedError`
@@ -122,11 +126,15 @@ class HessianOperator:
         batch_blocks: bool = False,
         vectorize: bool | None = None,
         check_data: bool = True,
+        precision: str = "float32",
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.passes = DataPasses(data, check=check_data, progress=progress)
         self.model, self.loss_fn, self.data = model, loss_fn, data
         self.method, self.batchnorm = method, batchnorm
@@ -285,7 +293,7 @@ class HessianOperator:
     def _run(self, requests, method: str) -> list[Tensor]:
         outs = [torch.zeros_like(v) for _, v in requests]
         total = 0.0
-        with measurement_mode(self.model, self.batchnorm):
+        with measurement_mode(self.model, self.batchnorm, self.precision):
             for i, inputs, targets in self.passes:
                 weight = float(self.batch_size_fn(inputs, targets))
                 if method == "reverse":

@@ -9,6 +9,10 @@ from torch import nn
 
 BATCHNORM_MODES = ("eval", "train")
 
+#: ``"float32"``: full IEEE float32 (the default); ``"fast"``: TF32 matmuls and convolutions on
+#: a GPU and bfloat16 autocast of the forward pass (where the model's operations allow it)
+PRECISIONS = ("float32", "fast")
+
 
 def _is_batchnorm(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm)
@@ -38,6 +42,28 @@ def _precision_knobs() -> list[tuple[object, str]]:
     if knobs:
         return knobs
     return [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")]
+
+
+@contextlib.contextmanager
+def fast_precision(device_type: str):
+    """TF32 float32 matmuls and convolutions, and bfloat16 autocast on ``device_type``, then restore.
+
+    Faster on GPUs with tensor cores; the products carry bfloat16 round-off (about 3
+    significant digits), which the breakdown floor of :func:`~hesslab.operators.operator_noise`
+    then measures. The methods chapter reports its effect on λ_max, λ₁₀ and JS⁰.
+    """
+    knobs = _precision_knobs()
+    saved = [getattr(obj, attr) for obj, attr in knobs]
+    legacy = knobs[0][1] == "allow_tf32"
+    try:
+        for obj, attr in knobs:
+            if device_type == "cuda":
+                setattr(obj, attr, True if legacy else "tf32")
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+    finally:
+        for (obj, attr), value in zip(knobs, saved):
+            setattr(obj, attr, value)
 
 
 @contextlib.contextmanager
@@ -85,7 +111,7 @@ def differentiable_attention():
 
 
 @contextlib.contextmanager
-def measurement_mode(model: nn.Module, batchnorm: str = "eval"):
+def measurement_mode(model: nn.Module, batchnorm: str = "eval", precision: str = "float32"):
     """Put ``model`` in the state in which its Hessian is measured, then restore it.
 
     Dropout is off (``eval``). Batch-norm layers use their running statistics
@@ -95,9 +121,12 @@ def measurement_mode(model: nn.Module, batchnorm: str = "eval"):
     runs through the differentiable math kernel (:func:`differentiable_attention`).
     Every module's ``training`` flag, batch-norm ``track_running_stats``, the
     precision switches and the attention-kernel choice are restored on exit.
+    ``precision="fast"`` allows TF32 and bfloat16 autocast instead (:func:`fast_precision`).
     """
     if batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     modes = [(m, m.training) for m in model.modules()]
     tracked = [(m, m.track_running_stats) for m in model.modules() if _is_batchnorm(m)]
     try:
@@ -108,7 +137,9 @@ def measurement_mode(model: nn.Module, batchnorm: str = "eval"):
                 # and F.batch_norm receives no running buffers to update.
                 m.train()
                 m.track_running_stats = False
-        with full_float32_precision(), differentiable_attention():
+        device = next((p.device.type for p in model.parameters()), "cpu")
+        arithmetic = full_float32_precision() if precision == "float32" else fast_precision(device)
+        with arithmetic, differentiable_attention():
             yield model
     finally:
         for m, flag in modes:
@@ -117,4 +148,5 @@ def measurement_mode(model: nn.Module, batchnorm: str = "eval"):
             m.track_running_stats = flag
 
 
-__all__ = ["BATCHNORM_MODES", "measurement_mode", "full_float32_precision", "differentiable_attention"]
+__all__ = ["BATCHNORM_MODES", "PRECISIONS", "measurement_mode", "full_float32_precision", "fast_precision",
+           "differentiable_attention"]

@@ -54,7 +54,7 @@ def operator_key(op, kind: str = "slq", *, cache_key: dict | None = None, **argu
 
     A :class:`~hesslab.HessianOperator` (or a block of one) is keyed by its model's
     values and structure, its loss function, ``batch_size_fn``, data, selected
-    parameters (and block), ``method``, ``batchnorm`` and dtype; a
+    parameters (and block), ``method``, ``batchnorm``, dtype and ``precision``; a
     :class:`~hesslab.operators.MatrixOperator` by its matrix; any other operator only with
     ``cache_key``, which is added to the key and also stands in for a loss function that
     cannot be identified (a lambda, partial, closure, bound method).
@@ -70,6 +70,7 @@ def operator_key(op, kind: str = "slq", *, cache_key: dict | None = None, **argu
         return computation_key(kind, model=op.model, loss_fn=op.loss_fn, data=op.data,
                                batch_size_fn=_batch_size_rule(op), cache_key=cache_key, params=op.names,
                                block=block, method=op.method, batchnorm=op.batchnorm, dtype=str(op.dtype),
+                               precision=op.precision,
                                **arguments)
     if isinstance(op, MatrixOperator):
         return computation_key(kind, cache_key=cache_key, matrix=op.matrix, **arguments)

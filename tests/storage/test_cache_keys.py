@@ -278,7 +278,7 @@ def test_every_argument_changes_the_slq_key(change, capture, tmp_path):
     float32_budget = lanczos_bytes(op.dim, 4, 1, torch.float32)  # below one float64 probe
     assert (hex_key(capture(lambda: slq(op, **kw, memory_budget=float32_budget)))
             == hex_key(capture(lambda: slq(op, **kw, basis_dtype=torch.float32))))
-    for options in ({"method": "forward"}, {"batchnorm": "train"}, {"params": ["0.weight"]}):
+    for options in ({"method": "forward"}, {"batchnorm": "train"}, {"params": ["0.weight"]}, {"precision": "fast"}):
         other = HessianOperator(mlp(), F.cross_entropy, mlp_data(), **options)
         assert hex_key(capture(lambda: slq(other, **kw))) != hex_key(base), options
     block = op.restrict("0.weight")
