@@ -59,7 +59,7 @@ class ReverseProducts:
         names, params: the selected parameters (names and tensors, in the flat order).
         vectorize: several vectors: ``True`` one ``vmap``-ed backward
             (``is_grads_batched``), ``False`` a loop of backwards, ``None`` time both
-            on the first batched call and keep the faster.
+            on real products and keep the faster (see :meth:`_double_backward`).
     """
 
     def __init__(self, names: Sequence[str], params: Sequence[Tensor], vectorize: bool | None = None):
@@ -68,19 +68,25 @@ class ReverseProducts:
         self.shapes = {n: p.shape for n, p in zip(names, params)}
         self.names = list(names)
         self.vectorize = vectorize
+        # while vectorize is None: the inputs timed, and seconds per row of each way (True: vmap)
+        self._trial_inputs: tuple | None = None
+        self._trials: dict[bool, list[float]] = {True: [], False: []}
 
     def product(self, graph: Graph, block: Block, v: Tensor) -> Tensor:
         """``H_bb v`` of one batch for ``v [k, dim_b]``."""
         k = v.shape[0]
         chunks = embed(block, v, self.shapes)
         names = [n for n in block.params if graph.grads[self.position[n]] is not None]
-        full = {n: v.new_zeros(k, *self.shapes[n]) for n in block.params}
+        full = {}
         if names:
             outputs = [graph.grads[self.position[n]] for n in names]
             inputs = [self.params[self.position[n]] for n in names]
             for n, h in zip(names, self._double_backward(outputs, inputs, [chunks[n] for n in names])):
                 if h is not None:
                     full[n] = h
+        for n in block.params:  # parameters the loss does not depend on: zero rows
+            if n not in full:
+                full[n] = v.new_zeros(k, *self.shapes[n])
         return extract(block, full, k)
 
     def padded(self, graph: Graph, requests: Sequence[tuple[Block, Tensor]]) -> list[Tensor]:
@@ -116,36 +122,46 @@ class ReverseProducts:
         """``d(outputs · grad_outputs[j]) / d inputs`` for each of the ``k`` rows ``j``.
 
         Several rows go through one ``vmap``-ed backward (``is_grads_batched``) or a
-        loop of backwards; with ``vectorize=None`` the first batched call times both
-        and keeps the faster (``vmap`` over convolution backwards was slower on CPU).
+        loop of backwards (``vmap`` over convolution backwards was slower on CPU). With
+        ``vectorize=None`` the choice is made on real products, none computed twice
+        (timing both ways on one call cost four extra backwards): the calls on the
+        inputs of the first batched call (all parameters, or the first block)
+        alternate between the two ways, ``vmap`` first, and once they have been through
+        each way twice the faster per row (the better of each way's two tries, so a
+        busy moment decides nothing) is kept for good; meanwhile calls on other inputs
+        (other blocks, whose costs are not comparable) loop.
         """
         k = grad_outputs[0].shape[0]
         if k == 1 or self.vectorize is False:
             return _looped_backward(outputs, inputs, grad_outputs)
+        if self.vectorize:
+            return self._batched_backward(outputs, inputs, grad_outputs)
+        key = tuple(map(id, inputs))
+        if self._trial_inputs is None:
+            self._trial_inputs = key
+        if key != self._trial_inputs:
+            return _looped_backward(outputs, inputs, grad_outputs)
+        batched = len(self._trials[True]) <= len(self._trials[False])
+        start = time.perf_counter()
+        res = (self._batched_backward if batched else _looped_backward)(outputs, inputs, grad_outputs)
+        if self.vectorize is None:  # still undecided (a failed vmap decides for the loop)
+            self._trials[batched].append((time.perf_counter() - start) / k)
+            if len(self._trials[False]) >= 2:
+                self.vectorize = min(self._trials[True]) <= min(self._trials[False])
+        return res
+
+    def _batched_backward(self, outputs, inputs, grad_outputs) -> list[Tensor | None]:
+        """One ``vmap``-ed backward; a loop (and ``vectorize=False`` from then on) where ``vmap`` is unsupported."""
         try:
-            start = time.perf_counter()
-            res = list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
-                                           allow_unused=True, is_grads_batched=True))
-            t_vmap = time.perf_counter() - start
+            return list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
+                                            allow_unused=True, is_grads_batched=True))
         except RuntimeError as err:
             if not UNSUPPORTED.search(str(err)):
                 raise
             warnings.warn(f"batched double backward unavailable ({str(err).splitlines()[0]}); "
-                          "looping over vectors", RuntimeWarning, stacklevel=2)
+                          "looping over vectors", RuntimeWarning, stacklevel=3)
             self.vectorize = False
             return _looped_backward(outputs, inputs, grad_outputs)
-        if self.vectorize is None:
-            t_loop = float("inf")
-            for _ in range(2):  # the faster of two tries each, so a busy moment decides nothing
-                start = time.perf_counter()
-                _looped_backward(outputs, inputs, grad_outputs)
-                t_loop = min(t_loop, time.perf_counter() - start)
-                start = time.perf_counter()
-                torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True,
-                                    is_grads_batched=True)
-                t_vmap = min(t_vmap, time.perf_counter() - start)
-            self.vectorize = t_vmap <= t_loop
-        return res
 
 
 def _looped_backward(outputs, inputs, grad_outputs) -> list[Tensor | None]:
