@@ -2,6 +2,7 @@
 
     python -m hesslab.book run --profile smoke|cpu|paper [--only NAME ...] [--out DIR] [--no-stored]
                                [--cell-timeout SECONDS] [--chapter-timeout SECONDS]
+    python -m hesslab.book run --profile paper --dry-run [--calibration-examples N] [--plan-csv FILE]
     python -m hesslab.book build [--out DIR]
 
 ``run`` executes every chapter listed in ``_toc.yml`` (MyST markdown notebooks in
@@ -38,6 +39,10 @@ uses the stored chapter in place of executing it, as long as the chapter's sourc
 stale one is reported and the chapter is executed at ``cpu``. ``--no-stored`` always
 executes. Figures state their profile in their titles, and the execution-statistics page
 lists which chapters come from stored paper runs. ``smoke`` never uses stored chapters.
+
+``run --dry-run`` executes nothing: it prints, per chapter and model, the predicted
+Hessian-vector products, Lanczos basis memory, peak memory and time on this device
+(:func:`dry_run`).
 
 ``build`` assembles a source tree in ``DIR/src`` (the configuration, the prose pages,
 the executed notebooks in place of the ``.md`` chapters, and an execution-statistics
@@ -419,6 +424,38 @@ def build(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
     return html
 
 
+def chapter_parameters(chapter: str, profile: str, root: Path = ROOT) -> dict:
+    """A chapter's parameters at ``profile``: its tagged ``parameters`` cell with the profile's overrides."""
+    import jupytext
+
+    notebook = jupytext.read(root / "notebooks" / f"{chapter}.md")
+    cells = [c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ValueError(f"chapter {chapter!r} has no cell tagged 'parameters'")
+    values: dict = {}
+    exec(compile(cells[0].source, f"{chapter}:parameters", "exec"), {}, values)  # the repository's own cell
+    return values | parameters_for(chapter, profile)
+
+
+def dry_run(profile: str, only: list[str] | None = None, root: Path = ROOT, *,
+            calibration_examples: int | None = None, csv: Path | None = None) -> str:
+    """The predicted cost of running the chapters at ``profile`` on this device, as text (nothing is executed).
+
+    Each model is built at the profile's size and calibrated once (one gradient and one
+    Hessian-vector product, :func:`hesslab.plan.calibrate`); see
+    :func:`hesslab.experiments.planning.plan_book`. ``csv`` also writes the table there.
+    """
+    from hesslab.experiments.planning import format_plan, plan_book
+
+    names = only or chapters(root)
+    table = plan_book({c: chapter_parameters(c, profile, root) for c in names}, profile,
+                      calibration_examples=calibration_examples)
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(csv, index=False, float_format="%.4g")
+    return f"predicted cost at profile {profile!r} on {table.attrs['device']}:\n" + format_plan(table)
+
+
 def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m hesslab.book", description=__doc__.splitlines()[0])
@@ -434,9 +471,19 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     p_run.add_argument("--chapter-timeout", type=float, metavar="SECONDS",
                        help="the longest one chapter may run (default: the profile's; smoke 600, cpu 7200, "
                             "paper 86400)")
+    p_run.add_argument("--dry-run", action="store_true",
+                       help="print each chapter's predicted HVPs, memory and time on this device; run nothing")
+    p_run.add_argument("--calibration-examples", type=int, metavar="N",
+                       help="with --dry-run: calibrate each model on N examples of one Hessian batch "
+                            "(the paper's sizes on a CPU); default the whole batch")
+    p_run.add_argument("--plan-csv", type=Path, metavar="FILE", help="with --dry-run: also write the table here")
     p_build = sub.add_parser("build", help="build the HTML book from executed chapters")
     p_build.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if args.command == "run" and args.dry_run:
+        print(dry_run(args.profile, args.only, root, calibration_examples=args.calibration_examples,
+                      csv=args.plan_csv))
+        return 0
     if args.command == "run":
         try:
             results = run(args.profile, args.only, args.out, root, use_stored=False if args.no_stored else None,

@@ -12,6 +12,7 @@ again. Settings per model and profile come from :mod:`hesslab.experiments.profil
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import hesslab.experiments.training as _train
@@ -68,6 +69,11 @@ class GapStudy:
         return _train.adam_sgd_gap(self.adam, self.sgd)
 
 
+def fresh_model(name: str, size: str, seed: int):
+    """A newly built ``name`` at ``size`` (picklable, for training in worker processes)."""
+    return build(name, size, seed=seed).model
+
+
 def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, progress: bool = True,
               device=None) -> GapStudy:
     """Grid-search AdamW and SGD with momentum on ``name`` and measure the gap.
@@ -94,6 +100,7 @@ def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, pro
                                   warmup=settings["warmup"], clip=settings["clip"], betas=tuple(settings["betas"]),
                                   weight_decay=settings["weight_decay"], checkpoints=STAGES, seed=seed)
         best[optimizer], runs[optimizer] = _train.grid_search(
-            lambda: build(name, settings["size"], seed=seed).model, built.loss_fn, batches, base, lrs,
-            cache=cache, cache_key=key, progress=progress, device=default_device(device))
+            functools.partial(fresh_model, name, settings["size"], seed), built.loss_fn, batches, base, lrs,
+            cache=cache, cache_key=key, progress=progress, device=default_device(device),
+            workers=_train.default_workers(default_device(device)))
     return GapStudy(name, built.family, profile, settings, best["adamw"], best["sgd"], runs)

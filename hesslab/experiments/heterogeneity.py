@@ -62,7 +62,8 @@ def sampled_blocks(name: str, built: BuiltModel):
 
 def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_batches: int | None = None,
                       num_steps: int | None = None, num_probes: int | None = None, probe_seed: int = 0,
-                      device=None, cache=True, progress: bool = True) -> dict[str, SpectralDensity]:
+                      device=None, cache=True, progress: bool = True, precision: str = "float32",
+                      ) -> dict[str, SpectralDensity]:
     """Blockwise spectra of ``name`` at initialisation.
 
     Args:
@@ -73,6 +74,7 @@ def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_bat
             Lanczos steps and probes (for convergence studies).
         probe_seed: seed of the probe vectors.
         device: where to compute (default: CUDA when available).
+        precision: the operator's arithmetic (``"float32"`` or ``"fast"``, see :class:`~hesslab.HessianOperator`).
         cache: see :func:`hesslab.storage.cached.blockwise_slq`.
         progress: progress bar.
 
@@ -87,7 +89,8 @@ def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_bat
     spectra = blockwise_slq(built.model, built.loss_fn, data, sampled_blocks(name, built),
                             num_steps=num_steps or settings.blockwise.num_steps,
                             num_probes=num_probes or settings.blockwise.num_probes,
-                            seed=probe_seed, batchnorm="train", cache=cache, progress=progress)
+                            seed=probe_seed, batchnorm="train", precision=precision, cache=cache,
+                            progress=progress)
     return {k: v for k, v in spectra.items() if v.dim >= MIN_BLOCK_DIM}
 
 

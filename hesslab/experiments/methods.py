@@ -6,6 +6,7 @@ back the test suite), so what the book shows is what the tests assert.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -105,3 +106,40 @@ def summed_vs_mean_spectra(problem: Problem, num_steps: int = 30, num_probes: in
     mean = slq(op, num_steps=num_steps, num_probes=num_probes, seed=seed, progress=False)
     summed = slq(SummedOperator(problem), num_steps=num_steps, num_probes=num_probes, seed=seed, progress=False)
     return {"mean (hesslab)": mean, f"sum over {len(problem.data)} batches (paper's code)": summed}
+
+
+def precision_effect(name: str = "gpt2-nano", profile: str = "cpu", *, seed: int = 0, k: int = 10,
+                     cache=True) -> pd.DataFrame:
+    """λ_max, λ_k and JS⁰ of ``name`` at initialisation in full float32 and in the fast precision mode.
+
+    The same model, Hessian batches and probes; only the operator's ``precision`` differs
+    (:class:`~hesslab.HessianOperator`: ``"fast"`` is bfloat16 autocast, and TF32 on a GPU).
+
+    Returns:
+        Rows ``float32`` and ``fast`` with ``lambda_max``, ``lambda_k``, ``js0`` and ``seconds``,
+        and a row ``relative change`` (fast − float32) / |float32| (seconds: fast / float32).
+    """
+    from hesslab.experiments.batches import hessian_batches
+    from hesslab.experiments.heterogeneity import JS_VARIANTS, blockwise_at_init
+    from hesslab.experiments.models import build
+    from hesslab.experiments.profiles import profile as get_profile
+    from hesslab.js import js0
+    from hesslab.storage.cached import top_eigenvalues
+
+    settings = get_profile(profile)
+    built = build(name, settings.model_size, seed=seed)
+    data = hessian_batches(built, settings.blockwise, seed=seed)
+    rows = {}
+    for precision in ("float32", "fast"):
+        start = time.perf_counter()
+        op = HessianOperator(built.model, built.loss_fn, data, batchnorm="train", precision=precision)
+        top = top_eigenvalues(op, k, tol=1e-3, seed=seed, cache=cache)
+        spectra = blockwise_at_init(name, profile, seed=seed, device="cpu", cache=cache, progress=False,
+                                    precision=precision)
+        rows[precision] = {"lambda_max": float(top.values[0]), "lambda_k": float(top.values[k - 1]),
+                           "js0": js0(spectra, **JS_VARIANTS["log"]), "seconds": time.perf_counter() - start}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    change = (table.loc["fast"] - table.loc["float32"]) / table.loc["float32"].abs()
+    change["seconds"] = table.loc["fast", "seconds"] / table.loc["float32", "seconds"]
+    table.loc["relative change"] = change
+    return table

@@ -246,7 +246,7 @@ _CHAPTERS = {
     "cpu": {},
     "paper": {
         "quadratic": {"block_size": 100, "widget_block_size": 100, "max_iter": 100000},
-        "methods": {"bench_layers": 12, "bench_width": 768, "bench_repeats": 10},
+        "methods": {"bench_layers": 12, "bench_width": 768, "bench_repeats": 10, "precision_profile": "paper"},
         "convergence": {"batches": [15, 30, 60], "steps": [50, 100, 200], "probes": [1, 2, 5, 10, 20]},
         "mlp_hessian": {"steps": 3000},
         "full_spectra": {"models": ["resnet18", "vgg16", "gpt2-nano", "bert", "vit-base", "gpt2"]},

@@ -276,6 +276,20 @@ def _load_states(result, checkpoint: bool = False):
     return states
 
 
+def _built_and_stored(build_model, loss_fn, batches, config: TrainConfig, store, cache_key):
+    """``(model, key, stored result or None)``: the freshly built model and the run's cache entry."""
+    torch.manual_seed(config.seed)
+    model = build_model()
+    if store is None:
+        return model, None, None
+    # the built model's initial values and structure are part of the key: a changed
+    # initialisation or architecture is a new run
+    key = computation_key("train", model=model, loss_fn=loss_fn, data=batches, cache_key=cache_key,
+                          config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()})
+    hit = store.load("train", key)
+    return model, key, None if hit is None else TrainResult(config, hit["losses"], _load_states(hit))
+
+
 def train(
     build_model: Callable[[], nn.Module],
     loss_fn: Callable,
@@ -319,15 +333,9 @@ def train(
     if not batches:
         raise ValueError("no batches to train on")
     store = open_cache(cache)
-    torch.manual_seed(config.seed)
-    model = build_model()
-    if store is not None:
-        # the built model's initial values and structure are part of the key: a changed
-        # initialisation or architecture is a new run
-        key = computation_key("train", model=model, loss_fn=loss_fn, data=batches, cache_key=cache_key,
-                              config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()})
-        if (hit := store.load("train", key)) is not None:
-            return TrainResult(config, hit["losses"], _load_states(hit))
+    model, key, hit = _built_and_stored(build_model, loss_fn, batches, config, store, cache_key)
+    if hit is not None:
+        return hit
     device = torch.device(device or "cpu")
     model = model.to(device).train()
     opt = make_optimizer(config, model.parameters())
@@ -368,18 +376,82 @@ def train(
     return result
 
 
-def grid_search(build_model, loss_fn, batches, base: TrainConfig, lrs: Sequence[float], **train_kwargs):
+def default_workers(device=None) -> int:
+    """Processes for independent CPU training runs: one per core (at most 4); 1 on a GPU."""
+    import os
+
+    if torch.device(device or "cpu").type != "cpu":
+        return 1
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _train_in_worker(threads: int, args: tuple, kwargs: dict) -> TrainResult:
+    """One :func:`train` call in a worker process, with ``threads`` intra-op threads."""
+    torch.set_num_threads(threads)
+    return train(*args, **kwargs)
+
+
+def grid_search(build_model, loss_fn, batches, base: TrainConfig, lrs: Sequence[float], *,
+                workers: int = 1, **train_kwargs):
     """Train once per learning rate; the best run has the lowest :attr:`TrainResult.final_loss`.
+
+    Args:
+        build_model, loss_fn, batches: as for :func:`train`.
+        base: the settings shared by every run (its ``lr`` is replaced).
+        lrs: the learning rates.
+        workers: processes training runs side by side on the CPU (each with
+            ``cores // workers`` threads; small models train faster this way than with
+            every thread on one run; see :func:`default_workers`). 1 (the default) trains
+            in this process. With more, ``build_model`` and ``loss_fn`` must be picklable
+            (module-level functions or ``functools.partial`` of them). Runs are seeded and
+            cached the same way either way.
+        **train_kwargs: ``cache``, ``cache_key``, ``progress``, ``device``, ... of :func:`train`.
 
     Returns:
         ``(best_result, {lr: result})``.
     """
-    runs = {lr: train(build_model, loss_fn, batches, TrainConfig(**{**asdict(base), "lr": float(lr)}),
-                      **train_kwargs) for lr in lrs}
+    configs = {float(lr): TrainConfig(**{**asdict(base), "lr": float(lr)}) for lr in lrs}
+    runs: dict = {}
+    store = open_cache(train_kwargs.get("cache"))
+    if workers > 1 and store is not None:  # stored runs are loaded here, not in a worker
+        for lr, c in configs.items():
+            hit = _built_and_stored(build_model, loss_fn, batches, c, store, train_kwargs.get("cache_key"))[2]
+            if hit is not None:
+                runs[lr] = hit
+    todo = {lr: c for lr, c in configs.items() if lr not in runs}
+    if min(len(todo), workers) <= 1:
+        runs |= {lr: train(build_model, loss_fn, batches, c, **train_kwargs) for lr, c in todo.items()}
+    else:
+        runs |= _parallel_runs(build_model, loss_fn, batches, todo, min(len(todo), workers), train_kwargs)
+    runs = {lr: runs[lr] for lr in configs}
     best = min(runs.values(), key=lambda r: r.final_loss)
     if not math.isfinite(best.final_loss):
         raise RuntimeError(f"every learning rate in {list(lrs)} diverged for {base.optimizer}")
     return best, runs
+
+
+def _parallel_runs(build_model, loss_fn, batches, configs: dict, workers: int, train_kwargs: dict) -> dict:
+    """Train ``configs`` in ``workers`` spawned processes (results in learning-rate order)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    store = open_cache(train_kwargs.get("cache"))
+    if store is not None:
+        train_kwargs = {**train_kwargs, "cache": store.root}  # the resolved folder: the same in every process
+    threads = max(1, torch.get_num_threads() // workers)
+    progress = train_kwargs.get("progress", True)
+    kwargs = {**train_kwargs, "progress": False}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {lr: pool.submit(_train_in_worker, threads, (build_model, loss_fn, batches, c), kwargs)
+                   for lr, c in configs.items()}
+        bar = tqdm(total=len(futures), desc=f"{next(iter(configs.values())).optimizer} grid ({workers} processes)",
+                   disable=not progress, leave=False)
+        runs = {}
+        for lr, future in futures.items():
+            runs[lr] = future.result()
+            bar.update()
+        bar.close()
+    return runs
 
 
 def adam_sgd_gap(adam: TrainResult, sgd: TrainResult) -> float:

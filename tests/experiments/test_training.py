@@ -119,3 +119,26 @@ def test_a_changed_initialisation_is_not_served_from_the_cache(tmp_path):
 
     second = train(rescaled, loss, [(x, y)], config, cache=tmp_path, cache_key={"m": "lin"}, progress=False)
     assert not np.allclose(first.losses, second.losses)
+
+
+def test_grid_search_in_worker_processes_equals_the_serial_search(tmp_path):
+    import functools
+
+    from hesslab.experiments.batches import model_batches
+    from hesslab.experiments.gap import fresh_model
+    from hesslab.experiments.models import build
+
+    built = build("hetero-mlp", "smoke")
+    batches = model_batches(built, 3, 16)
+    make = functools.partial(fresh_model, "hetero-mlp", "smoke", 0)
+    base = TrainConfig("adamw", 0.0, 8, checkpoints=(0.0, 1.0))
+    lrs = [1e-3, 1e-2, 1e-1]
+    serial = grid_search(make, built.loss_fn, batches, base, lrs, progress=False)[1]
+    parallel = grid_search(make, built.loss_fn, batches, base, lrs, workers=2, progress=False, cache=tmp_path)[1]
+    assert list(parallel) == lrs
+    for lr in lrs:  # the same seeded runs; one intra-op thread per worker may round float32 differently
+        np.testing.assert_allclose(parallel[lr].losses, serial[lr].losses, rtol=1e-5)
+        assert set(parallel[lr].states) == {0.0, 1.0}
+    again = grid_search(make, built.loss_fn, batches, base, lrs, workers=2, progress=False, cache=tmp_path)[1]
+    for lr in lrs:  # served from the cache in this process
+        np.testing.assert_array_equal(again[lr].losses, parallel[lr].losses)
