@@ -35,9 +35,15 @@ browser:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the browser test will be skipped"; }
 
+# benchmarks/peers.py compares hesslab with hessian-eigenthings and PyHessian (installed with
+# --no-deps: they would otherwise pull their own torch); PEERS_ARGS, e.g. --quick or --repeats 5.
+PEERS_ARGS ?=
+
 bench: env
 	$(PY) -m pip install -q --no-deps curvlinops-for-pytorch einops einconv linear_operator opt-einsum
+	$(PY) -m pip install -q --no-deps hessian-eigenthings==1.0.0a5 pyhessian==0.1
 	$(PY) benchmarks/hvp.py
+	$(PY) benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf book/_build build .pytest_cache

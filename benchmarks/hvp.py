@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from hesslab.experiments.hvp_costs import benchmark_problems, blockwise_step_costs, hvp_costs, paper_order_agreement
-from hesslab.experiments.methods import lm_loss
+from hesslab.experiments.models import lm_loss
 
 
 class LogitsOnly(nn.Module):
