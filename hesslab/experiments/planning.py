@@ -94,7 +94,7 @@ def _calibrated(name: str, profile: str, device, examples: int | None) -> _Model
     return _Model(cal, built, batch)
 
 
-def _price(w: Workload, m: _Model, profile: str) -> dict:
+def _price(w: Workload, m: _Model, profile: str, lanczos: tuple[int, int] | None = None) -> dict:
     settings = get_profile(profile)
     if w.kind == "train":
         gap = gap_settings(w.model, profile)
@@ -110,8 +110,9 @@ def _price(w: Workload, m: _Model, profile: str) -> dict:
     repeats = options.pop("stages", 1)
     cost = plan(m.built.model, m.built.loss_fn, [m.batch] * count,
                 None if w.kind == "slq" else sampled_blocks(w.model, m.built), kind=w.kind,
-                num_steps=options.get("num_steps", hessian.num_steps),
-                num_probes=options.get("num_probes", hessian.num_probes), calibration=m.calibration,
+                num_steps=options.get("num_steps", lanczos[0] if lanczos else hessian.num_steps),
+                num_probes=options.get("num_probes", lanczos[1] if lanczos else hessian.num_probes),
+                calibration=m.calibration,
                 batchnorm="train")
     extra = repeats * TOP_K_PRODUCTS * m.calibration.product_s * cost.examples / m.calibration.examples \
         if w.kind == "slq" else 0.0
@@ -122,7 +123,7 @@ def _price(w: Workload, m: _Model, profile: str) -> dict:
 
 
 def plan_book(chapters: Mapping[str, Mapping], profile: str, *, device=None, calibration_examples: int | None = None,
-              progress: bool = True) -> pd.DataFrame:
+              lanczos: tuple[int, int] | None = None, progress: bool = True) -> pd.DataFrame:
     """Predicted cost of every chapter's computations at ``profile`` on this device.
 
     Args:
@@ -131,6 +132,8 @@ def plan_book(chapters: Mapping[str, Mapping], profile: str, *, device=None, cal
         device: where to calibrate (default CUDA when available).
         calibration_examples: calibrate each model on this many examples of one Hessian batch
             (large models on a slow device); default the whole batch.
+        lanczos: ``(steps, probes)`` in place of the profile's (reduced settings), except where a
+            chapter sets them itself (the convergence study).
         progress: progress bar over models.
 
     Returns:
@@ -154,11 +157,20 @@ def plan_book(chapters: Mapping[str, Mapping], profile: str, *, device=None, cal
                 rows.append(row | {"HVPs": 0, "hours": 0.0, "note": "cached (computed by an earlier chapter)"})
                 continue
             seen.add(w.key)
-            rows.append(row | _price(w, models[w.model], profile))
+            rows.append(row | _price(w, models[w.model], profile, lanczos))
     table = pd.DataFrame(rows)
     table.attrs["device"] = str(device)
     table.attrs["calibration"] = {name: m.calibration for name, m in models.items()}
     return table
+
+
+def chapter_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per chapter: HVPs, the largest basis and peak memory, hours; and a ``total`` row."""
+    grouped = table.groupby("chapter", sort=False)
+    out = pd.DataFrame({"HVPs": grouped["HVPs"].sum(), "max basis GiB": grouped["basis GiB"].max(),
+                        "max peak GiB": grouped["peak GiB"].max(), "hours": grouped["hours"].sum(min_count=1)})
+    out.loc["total"] = [out["HVPs"].sum(), out["max basis GiB"].max(), out["max peak GiB"].max(), out["hours"].sum()]
+    return out.reset_index(names="chapter")
 
 
 def totals(table: pd.DataFrame) -> pd.Series:
@@ -176,4 +188,4 @@ def format_plan(table: pd.DataFrame, columns: Iterable[str] = ("chapter", "model
     return "\n".join(lines)
 
 
-__all__ = ["Workload", "chapter_workloads", "plan_book", "totals", "format_plan", "SMALL_CHAPTERS"]
+__all__ = ["Workload", "chapter_workloads", "plan_book", "chapter_summary", "totals", "format_plan", "SMALL_CHAPTERS"]

@@ -4,7 +4,7 @@ import numpy as np
 
 from hesslab.book.runner import chapter_parameters, main
 from hesslab.experiments.gap import STAGES
-from hesslab.experiments.planning import chapter_workloads, plan_book, totals
+from hesslab.experiments.planning import chapter_summary, chapter_workloads, plan_book, totals
 
 
 def test_workloads_follow_the_chapters_parameters():
@@ -30,6 +30,10 @@ def test_plan_book_prices_each_computation_once():
     assert train.hours > 0 and "runs" in train.note
     assert np.isnan(table[table.chapter == "quadratic"].hours.iloc[0])
     assert totals(table)["total"] == table.hours.sum()
+    summary = chapter_summary(table).set_index("chapter")
+    assert summary.loc["total", "HVPs"] == table.HVPs.sum() and summary.loc["heterogeneity", "hours"] == het.hours
+    reduced = plan_book(chapters, "smoke", device="cpu", progress=False, lanczos=(3, 1))
+    assert reduced.HVPs.iloc[0] < het.HVPs
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
@@ -40,4 +44,6 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "predicted cost at profile 'smoke'" in out and "hours per chapter" in out
     assert csv.read_text().startswith("chapter,model,kind")
+    summary = (tmp_path / "plan-chapters.csv").read_text().splitlines()
+    assert summary[0] == "chapter,HVPs,max basis GiB,max peak GiB,hours" and summary[-1].startswith("total,")
     assert not (tmp_path / "executed").exists()
