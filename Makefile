@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PROFILE ?= cpu
 
-.PHONY: env book test bench clean browser
+.PHONY: env book test bench gpu-check clean browser
 
 env: $(VENV)/.installed
 
@@ -43,6 +43,13 @@ bench: env
 	$(PY) -m pip install -q --no-deps curvlinops-for-pytorch einops einconv linear_operator opt-einsum
 	$(PY) -m pip install -q --no-deps hessian-eigenthings==1.0.0a5 pyhessian==0.1
 	$(PY) benchmarks/hvp.py
+	$(PY) benchmarks/memory.py
+
+# On a GPU machine: correctness on the device, HVP costs, paper-size spectra (about 8 minutes on one H200);
+# stored with provenance in data/results/paper/gpucheck/ (commit it). Needs only torch and transformers:
+#   PYTHONPATH=. python3 -m hesslab.experiments.gpucheck
+gpu-check: env
+	$(PY) -m hesslab.experiments.gpucheck --size paper --out data/results/paper/gpucheck
 	$(PY) benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
