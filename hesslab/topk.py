@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hesslab.checkpoint import Checkpoint
+from hesslab.memory import BasisMemoryError, default_memory_budget
 from hesslab.operators import as_operator, matvec_in, operator_noise, probe_vectors
 
 #: default relative residual tolerance by the dtype the operator computes in
@@ -137,6 +138,7 @@ def top_eigenvalues(
     max_matvecs: int | None = None,
     seed: int = 0,
     basis_dtype: torch.dtype = torch.float64,
+    memory_budget: int | None = None,
     checkpoint: Checkpoint | None = None,
     progress: bool = False,
 ) -> TopEigenvalues:
@@ -157,6 +159,9 @@ def top_eigenvalues(
             An unconverged result warns and says so in ``converged``.
         seed: seed of the start vectors (and of refills).
         basis_dtype: dtype of the basis (float64 even for float32 operators).
+        memory_budget: bytes the basis ``V`` and its products ``W`` may use on the
+            operator's device (default half the free memory); a ``max_basis`` that does
+            not fit raises :class:`~hesslab.memory.BasisMemoryError` before any product.
         checkpoint: where the finished result (values, residuals, convergence; not the
             vectors) is saved and returned from on the next call (:mod:`hesslab.checkpoint`;
             :func:`hesslab.storage.cached.top_eigenvalues` keys one on disk).
@@ -169,6 +174,13 @@ def top_eigenvalues(
     settings = resolved_settings(op, k, tol=tol, block_size=block_size, max_basis=max_basis, max_matvecs=max_matvecs)
     n, p, max_basis, max_matvecs, rel_tol = (op.dim, settings["block_size"], settings["max_basis"],
                                              settings["max_matvecs"], settings["tol"])
+    need = 2 * (max_basis + p) * n * torch.empty((), dtype=basis_dtype).element_size()
+    budget = default_memory_budget(op.device) if memory_budget is None else memory_budget
+    if need > budget:
+        raise BasisMemoryError(
+            f"top_eigenvalues keeps 2 × (max_basis + block_size) = {2 * (max_basis + p)} vectors of {n:,} numbers: "
+            f"{need / (1 << 30):.3g} GiB, more than memory_budget ({budget / (1 << 30):.3g} GiB); lower max_basis= "
+            f"(at least k + block_size = {k + p}), raise memory_budget=, or pass basis_dtype=torch.float32")
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None and saved.finished:
         return TopEigenvalues(saved.arrays["values"], saved.arrays["residuals"], float(saved.meta["tolerance"]),

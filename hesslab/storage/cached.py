@@ -133,8 +133,8 @@ def blockwise_slq(model: nn.Module, loss_fn: Callable, data: Iterable, blocks=No
 
 def top_eigenvalues(op, k: int = 1, *, tol: float | None = None, block_size: int | None = None,
                     max_basis: int | None = None, max_matvecs: int | None = None, seed: int = 0,
-                    basis_dtype: torch.dtype = torch.float64, cache=True, cache_key: dict | None = None,
-                    progress: bool = False) -> core_topk.TopEigenvalues:
+                    basis_dtype: torch.dtype = torch.float64, memory_budget: int | None = None, cache=True,
+                    cache_key: dict | None = None, progress: bool = False) -> core_topk.TopEigenvalues:
     """:func:`hesslab.topk.top_eigenvalues`, stored (values, residuals, convergence; not the vectors).
 
     See the module docstring for ``cache`` and ``cache_key``.
@@ -147,7 +147,7 @@ def top_eigenvalues(op, k: int = 1, *, tol: float | None = None, block_size: int
         max_basis=settings["max_basis"], max_matvecs=settings["max_matvecs"], seed=seed, basis_dtype=str(basis_dtype)))
     return core_topk.top_eigenvalues(op, k, tol=tol, block_size=block_size, max_basis=max_basis,
                                      max_matvecs=max_matvecs, seed=seed, basis_dtype=basis_dtype,
-                                     checkpoint=checkpoint, progress=progress)
+                                     memory_budget=memory_budget, checkpoint=checkpoint, progress=progress)
 
 
 __all__ = ["operator_key", "slq", "blockwise_slq", "top_eigenvalues"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cases import exact_hessian, tiny_mlp
-from hesslab import HessianOperator, MatrixOperator, blockwise_slq, hutchinson_trace, slq
+from hesslab import HessianOperator, MatrixOperator, blockwise_slq, hutchinson_trace, slq, top_eigenvalues
 from hesslab.blocks import resolve_blocks
 from hesslab.memory import BasisMemoryError, lanczos_bytes, plan_basis
 from hesslab.operators import dense_matrix, probe_vectors
@@ -110,3 +110,10 @@ def test_dense_matrix_builds_the_identity_chunk_by_chunk():
     case = tiny_mlp()
     op = HessianOperator(case.model, case.loss_fn, case.data)
     np.testing.assert_allclose(dense_matrix(op, chunk=7).numpy(), exact_hessian(case).numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_top_eigenvalues_refuses_a_basis_beyond_the_budget():
+    A = MatrixOperator(spd(100))
+    with pytest.raises(BasisMemoryError, match="max_basis="):
+        top_eigenvalues(A, 3, max_basis=20, memory_budget=2 * 20 * 100 * 8)
+    assert top_eigenvalues(A, 3, max_basis=20, memory_budget=2 * 23 * 100 * 8).converged
