@@ -13,11 +13,17 @@ blockwise chapters. Spectra are cached by :func:`hesslab.storage.cached.slq`.
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from hesslab.experiments.data import default_device, to_device
 from hesslab.experiments.gap import STAGES, gap_study
+from hesslab.experiments.training import default_workers
+from hesslab.storage.cache import open_cache
 from hesslab.experiments.heterogeneity import JS_VARIANTS
 from hesslab.hvp import HessianOperator
 from hesslab.js import spectra_js
@@ -56,29 +62,58 @@ def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, see
         cache: cache for the training runs and the spectra.
         progress: progress bars (one tick per stage).
 
+    Stages not stored yet are computed in worker processes on a CPU (one per core, as the
+    gap study trains), else one after the other.
+
     Returns:
         ``{stage: SpectralDensity}`` in raw eigenvalue units; ``info["top_eigenvalues"]``
         and ``info["top_residuals"]`` hold the :data:`NORMALIZE_K` largest eigenvalues
         (with multiplicity) and their residuals.
     """
     _check_stages(stages)
-    settings = get_profile(profile)
     run = gap_study(name, profile, seed=seed, cache=cache, progress=progress, device=device).adam
     device = default_device(device)
+    out = {stage: _stage_spectrum(name, profile, run.states[stage], seed, device, cache, stored_only=True)
+           for stage in stages}
+    todo = [stage for stage in stages if out[stage] is None]
+    workers = min(len(todo), default_workers(device))
+    if workers > 1:
+        store = open_cache(cache)
+        root = None if store is None else store.root  # the resolved folder: the same in every process
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            threads = max(1, torch.get_num_threads() // workers)
+            futures = {stage: pool.submit(_stage_in_worker, threads, name, profile, run.states[stage], seed, root)
+                       for stage in todo}
+            for stage in tqdm(todo, desc=f"{name} full spectra ({workers} processes)", disable=not progress):
+                out[stage] = futures[stage].result()
+    else:
+        for stage in tqdm(todo, desc=f"{name} full spectra", disable=not progress):
+            out[stage] = _stage_spectrum(name, profile, run.states[stage], seed, device, cache)
+    return {stage: out[stage] for stage in stages}
+
+
+def _stage_in_worker(threads: int, name: str, profile: str, state: dict, seed: int, cache_root) -> SpectralDensity:
+    """:func:`_stage_spectrum` on the CPU in a worker process with ``threads`` intra-op threads."""
+    torch.set_num_threads(threads)
+    return _stage_spectrum(name, profile, state, seed, torch.device("cpu"), cache_root)
+
+
+def _stage_spectrum(name: str, profile: str, state: dict, seed: int, device, cache,
+                    stored_only: bool = False) -> SpectralDensity | None:
+    """The full spectrum and top eigenvalues of ``name`` with weights ``state`` (None if ``stored_only`` and not stored)."""
+    settings = get_profile(profile)
     built = build(name, settings.model_size, seed=seed, device=device)
+    built.model.load_state_dict(state)
     data = [to_device(batch, device) for batch in hessian_batches(built, settings.full_spectra, seed=seed)]
-    out = {}
-    for stage in tqdm(stages, desc=f"{name} full spectra", disable=not progress):
-        built.model.load_state_dict(run.states[stage])
-        operator = HessianOperator(built.model, built.loss_fn, data, batchnorm=BATCHNORM)
-        spectrum = slq(operator, num_steps=settings.full_spectra.num_steps,
-                       num_probes=settings.full_spectra.num_probes, seed=seed,
-                       cache=cache, progress=False)
-        top = top_eigenvalues(operator, NORMALIZE_K, tol=NORMALIZE_TOL, seed=seed, cache=cache)
-        spectrum.info.update(top_eigenvalues=top.values.tolist(), top_residuals=top.residuals.tolist(),
-                             top_converged=top.converged)
-        out[stage] = spectrum
-    return out
+    operator = HessianOperator(built.model, built.loss_fn, data, batchnorm=BATCHNORM)
+    spectrum = slq(operator, num_steps=settings.full_spectra.num_steps, num_probes=settings.full_spectra.num_probes,
+                   seed=seed, cache=cache, progress=False, stored_only=stored_only)
+    top = top_eigenvalues(operator, NORMALIZE_K, tol=NORMALIZE_TOL, seed=seed, cache=cache, stored_only=stored_only)
+    if spectrum is None or top is None:
+        return None
+    spectrum.info.update(top_eigenvalues=top.values.tolist(), top_residuals=top.residuals.tolist(),
+                         top_converged=top.converged)
+    return spectrum
 
 
 def full_spectrum(name: str, profile: str = "cpu", stage: float = 1.0, **options) -> SpectralDensity:

@@ -81,6 +81,12 @@ def operator_key(op, kind: str = "slq", *, cache_key: dict | None = None, **argu
                            **arguments)
 
 
+def _finished(checkpoint: StoredCheckpoint | None) -> bool:
+    """A finished result is stored."""
+    saved = checkpoint.load() if checkpoint is not None else None
+    return saved is not None and saved.finished
+
+
 def _checkpoint(cache, kind: str, key: Callable[[], dict]) -> StoredCheckpoint | None:
     store = open_cache(cache)
     return None if store is None else store.checkpoint(kind, key())
@@ -89,11 +95,12 @@ def _checkpoint(cache, kind: str, key: Callable[[], dict]) -> StoredCheckpoint |
 def slq(op, num_steps: int = 100, num_probes: int = 10, seed: int = 0, *,
         basis_dtype: torch.dtype | None = None, memory_budget: int | None = None, probe_chunk: int | None = None,
         offload: bool = True, reorthogonalize: bool = True, cache=True, cache_key: dict | None = None,
-        progress: bool = True) -> SpectralDensity:
+        progress: bool = True, stored_only: bool = False) -> SpectralDensity | None:
     """:func:`hesslab.slq.slq`, stored and resumed (see the module docstring for ``cache``, ``cache_key``).
 
     The result is keyed by the basis dtype the memory plan resolves to (the chunking does
-    not change it); each finished probe chunk is checkpointed.
+    not change it); each finished probe chunk is checkpointed. ``stored_only``: return the
+    stored result, or None when there is none (nothing is computed).
     """
     op = as_operator(op)
     plan = plan_basis(op.dim, num_steps, num_probes, op.device, dtype=basis_dtype, memory_budget=memory_budget,
@@ -101,6 +108,8 @@ def slq(op, num_steps: int = 100, num_probes: int = 10, seed: int = 0, *,
     checkpoint = _checkpoint(cache, "slq", lambda: operator_key(
         op, cache_key=cache_key, num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=str(plan.dtype),
         reorthogonalize=reorthogonalize))
+    if stored_only and not _finished(checkpoint):
+        return None
     return _slq(op, num_steps, num_probes, seed, basis_dtype=plan.dtype, memory_budget=plan.budget,
                 probe_chunk=plan.probe_chunk, offload=offload, reorthogonalize=reorthogonalize,
                 checkpoint=checkpoint, progress=progress)
@@ -134,10 +143,11 @@ def blockwise_slq(model: nn.Module, loss_fn: Callable, data: Iterable, blocks=No
 def top_eigenvalues(op, k: int = 1, *, tol: float | None = None, block_size: int | None = None,
                     max_basis: int | None = None, max_matvecs: int | None = None, seed: int = 0,
                     basis_dtype: torch.dtype = torch.float64, memory_budget: int | None = None, cache=True,
-                    cache_key: dict | None = None, progress: bool = False) -> core_topk.TopEigenvalues:
+                    cache_key: dict | None = None, progress: bool = False,
+                    stored_only: bool = False) -> core_topk.TopEigenvalues | None:
     """:func:`hesslab.topk.top_eigenvalues`, stored (values, residuals, convergence; not the vectors).
 
-    See the module docstring for ``cache`` and ``cache_key``.
+    See the module docstring for ``cache`` and ``cache_key``; ``stored_only`` as for :func:`slq`.
     """
     op = as_operator(op)
     settings = core_topk.resolved_settings(op, k, tol=tol, block_size=block_size, max_basis=max_basis,
@@ -145,6 +155,8 @@ def top_eigenvalues(op, k: int = 1, *, tol: float | None = None, block_size: int
     checkpoint = _checkpoint(cache, "top_eigenvalues", lambda: operator_key(
         op, "top_eigenvalues", cache_key=cache_key, k=k, tol=settings["tol"], block_size=settings["block_size"],
         max_basis=settings["max_basis"], max_matvecs=settings["max_matvecs"], seed=seed, basis_dtype=str(basis_dtype)))
+    if stored_only and not _finished(checkpoint):
+        return None
     return core_topk.top_eigenvalues(op, k, tol=tol, block_size=block_size, max_basis=max_basis,
                                      max_matvecs=max_matvecs, seed=seed, basis_dtype=basis_dtype,
                                      memory_budget=memory_budget, checkpoint=checkpoint, progress=progress)

@@ -82,10 +82,15 @@ def test_full_slq_cached_and_resumed_by_probe_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(HessianOperator, "matvec", flaky)
     with pytest.raises(KeyboardInterrupt):
         slq(op, cache=tmp_path, **kw)
+    assert slq(op, cache=tmp_path, stored_only=True, **kw) is None  # only a partial result is stored
     calls["n"] = -100
     resumed = slq(op, cache=tmp_path, **kw)
     assert calls["n"] + 100 == 1 + 5, "only the round-off probe and the unfinished chunk are recomputed"
     np.testing.assert_allclose(resumed.nodes, reference.nodes, rtol=1e-10)
     again = slq(op, cache=tmp_path, **kw)
     np.testing.assert_array_equal(again.nodes, resumed.nodes)
+    calls["n"] = 0
+    stored = slq(op, cache=tmp_path, stored_only=True, **kw)
+    np.testing.assert_array_equal(stored.nodes, resumed.nodes)
+    assert calls["n"] == 0
     np.testing.assert_array_equal(again.weights, resumed.weights)
