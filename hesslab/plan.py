@@ -31,7 +31,7 @@ from hesslab.blocks import resolve_blocks
 from hesslab.graphs import default_graph_budget
 from hesslab.hvp import HessianOperator
 from hesslab.measurement import measurement_mode
-from hesslab.memory import default_memory_budget, lanczos_bytes, plan_basis
+from hesslab.memory import BasisMemoryError, BasisPlan, default_memory_budget, lanczos_bytes, plan_basis
 
 KINDS = ("blockwise_slq", "slq")
 _GIB = float(1 << 30)
@@ -196,6 +196,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _basis(dim: int, num_steps: int, num_probes: int, device, dtype, budget: int) -> BasisPlan:
+    """:func:`plan_basis`, or where nothing fits one float32 probe at a time (flagged by ``nbytes > budget``)."""
+    try:
+        return plan_basis(dim, num_steps, num_probes, device, dtype=dtype, memory_budget=budget)
+    except BasisMemoryError:
+        dt = dtype or torch.float32
+        return BasisPlan(1, dt, torch.device(device), False, lanczos_bytes(dim, num_steps, 1, dt), budget)
+
+
 def plan(model: nn.Module, loss_fn: Callable, data: Sequence, blocks=None, *, kind: str = "blockwise_slq",
          num_steps: int = 100, num_probes: int = 10, memory_budget: int | None = None,
          basis_dtype: torch.dtype | None = None, graph_memory_budget: int | None = None,
@@ -213,8 +222,9 @@ def plan(model: nn.Module, loss_fn: Callable, data: Sequence, blocks=None, *, ki
         calibration_examples: calibrate on this many examples of ``data[0]``.
         batchnorm: the operator's batch-norm mode.
 
-    Raises:
-        BasisMemoryError: not even one probe of some block fits ``memory_budget``.
+    A block whose basis does not fit ``memory_budget`` even for one float32 probe is priced
+    that way and flagged in :attr:`CostPlan.basis` ("DOES NOT FIT"): the run itself would
+    raise :class:`~hesslab.memory.BasisMemoryError`.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -236,8 +246,8 @@ def plan(model: nn.Module, loss_fn: Callable, data: Sequence, blocks=None, *, ki
     sizes = [default_batch_size(*batch) for batch in data]
     scale = sum(sizes) / cal.examples
     budget = default_memory_budget(device) if memory_budget is None else memory_budget
-    plans = {name: plan_basis(n, num_steps, num_probes, device, dtype=basis_dtype, memory_budget=budget)
-             for name, n in dims.items()}
+    plans = {name: _basis(n, num_steps, num_probes, device, basis_dtype, budget) for name, n in dims.items()}
+    too_large = [name for name, bp in plans.items() if bp.nbytes > bp.budget]
     # groups as blockwise_slq forms them: units of probes, packed while they fit the budget
     groups, used, current = [], 0, []
     for name, bp in plans.items():
@@ -269,6 +279,10 @@ def plan(model: nn.Module, loss_fn: Callable, data: Sequence, blocks=None, *, ki
             + 2 * in_flight * param_bytes)
     lines = sorted({f"{bp.probe_chunk} probe(s) at a time, {str(bp.dtype).replace('torch.', '')} basis"
                     + (" in pinned host memory" if bp.pinned else "") for bp in plans.values()})
+    if too_large:
+        need = max(plans[n].nbytes for n in too_large)
+        lines.append(f"DOES NOT FIT: {len(too_large)} block(s) need up to {need / _GIB:.3g} GiB for one float32 probe, "
+                     f"budget {budget / _GIB:.3g} GiB")
     return CostPlan(kind, sum(dims.values()), len(dims), num_steps, num_probes, len(data), sum(sizes), products,
                     passes, graphs, max(u for _, u in groups), int(peak), seconds, lines, cal)
 

@@ -439,26 +439,34 @@ def chapter_parameters(chapter: str, profile: str, root: Path = ROOT) -> dict:
 
 
 def dry_run(profile: str, only: list[str] | None = None, root: Path = ROOT, *,
-            calibration_examples: int | None = None, lanczos: tuple[int, int] | None = None,
+            calibration_examples: int | None = None, lanczos: list[tuple[int, int]] | None = None,
             csv: Path | None = None) -> str:
     """The predicted cost of running the chapters at ``profile`` on this device, as text (nothing is executed).
 
     Each model is built at the profile's size and calibrated once (one gradient and one
     Hessian-vector product, :func:`hesslab.plan.calibrate`); see
-    :func:`hesslab.experiments.planning.plan_book`; ``lanczos`` = ``(steps, probes)`` prices
-    reduced settings. ``csv`` also writes the table there, and the per-chapter summary
-    beside it (``<name>-chapters.csv``).
+    :func:`hesslab.experiments.planning.plan_book`. Each ``(steps, probes)`` in ``lanczos``
+    adds a table at those settings, from the same calibration. ``csv`` also writes each
+    table (``<name>.csv``, ``<name>-m<steps>-n<probes>.csv``) and its per-chapter summary
+    beside it (``...-chapters.csv``).
     """
-    from hesslab.experiments.planning import chapter_summary, format_plan, plan_book
+    from hesslab.experiments.planning import chapter_summary, format_plan, plan_book_variants
 
     names = only or chapters(root)
-    table = plan_book({c: chapter_parameters(c, profile, root) for c in names}, profile,
-                      calibration_examples=calibration_examples, lanczos=lanczos)
-    if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(csv, index=False, float_format="%.4g")
-        chapter_summary(table).to_csv(csv.with_name(f"{csv.stem}-chapters.csv"), index=False, float_format="%.3g")
-    return f"predicted cost at profile {profile!r} on {table.attrs['device']}:\n" + format_plan(table)
+    variants = [None, *(lanczos or [])]
+    tables = plan_book_variants({c: chapter_parameters(c, profile, root) for c in names}, profile, variants,
+                                calibration_examples=calibration_examples)
+    out = []
+    for variant, table in zip(variants, tables):
+        label = "the profile's Lanczos settings" if variant is None else f"m = {variant[0]}, n_v = {variant[1]}"
+        out.append(f"predicted cost at profile {profile!r} on {table.attrs['device']}, {label}:\n" + format_plan(table))
+        if csv is not None:
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            path = csv if variant is None else csv.with_name(f"{csv.stem}-m{variant[0]}-n{variant[1]}.csv")
+            table.to_csv(path, index=False, float_format="%.4g")
+            chapter_summary(table).to_csv(path.with_name(f"{path.stem}-chapters.csv"), index=False,
+                                          float_format="%.3g")
+    return "\n\n".join(out)
 
 
 def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
@@ -481,15 +489,15 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     p_run.add_argument("--calibration-examples", type=int, metavar="N",
                        help="with --dry-run: calibrate each model on N examples of one Hessian batch "
                             "(the paper's sizes on a CPU); default the whole batch")
-    p_run.add_argument("--lanczos", type=int, nargs=2, metavar=("STEPS", "PROBES"),
-                       help="with --dry-run: price these Lanczos settings instead of the profile's")
+    p_run.add_argument("--lanczos", type=int, nargs=2, metavar=("STEPS", "PROBES"), action="append",
+                       help="with --dry-run: also price these Lanczos settings (repeatable)")
     p_run.add_argument("--plan-csv", type=Path, metavar="FILE", help="with --dry-run: also write the table here")
     p_build = sub.add_parser("build", help="build the HTML book from executed chapters")
     p_build.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.command == "run" and args.dry_run:
         print(dry_run(args.profile, args.only, root, calibration_examples=args.calibration_examples,
-                      lanczos=tuple(args.lanczos) if args.lanczos else None, csv=args.plan_csv))
+                      lanczos=[tuple(v) for v in args.lanczos or []], csv=args.plan_csv))
         return 0
     if args.command == "run":
         try:

@@ -12,7 +12,7 @@ tiny models, quadratic problems, the methods chapter's checks) are listed withou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -90,7 +90,7 @@ def _calibrated(name: str, profile: str, device, examples: int | None) -> _Model
     built = build(name, settings.model_size, seed=0, device=device)
     batch = hessian_batches(built, settings.blockwise, num_batches=1)[0]
     batch = to_device(batch, device)
-    cal = calibrate(built.model, built.loss_fn, batch, examples=examples, batchnorm="train")
+    cal = calibrate(built.model, built.loss_fn, batch, examples=examples, batchnorm="train", repeats=1)
     return _Model(cal, built, batch)
 
 
@@ -140,28 +140,52 @@ def plan_book(chapters: Mapping[str, Mapping], profile: str, *, device=None, cal
         One row per chapter and workload: ``chapter``, ``model``, ``kind``, ``HVPs``, ``basis GiB``,
         ``peak GiB``, ``hours`` (0 where an earlier chapter computed it: ``cached``), ``note``.
     """
+    return plan_book_variants(chapters, profile, [lanczos], device=device, calibration_examples=calibration_examples,
+                              progress=progress)[0]
+
+
+def plan_book_variants(chapters: Mapping[str, Mapping], profile: str, variants: Sequence[tuple[int, int] | None], *,
+                       device=None, calibration_examples: int | None = None,
+                       progress: bool = True) -> list[pd.DataFrame]:
+    """:func:`plan_book` for several Lanczos settings (``None``: the profile's) from one calibration per model.
+
+    Models are built, calibrated and priced one at a time, so only one is in memory.
+    """
     device = default_device(device)
     workloads = [w for chapter, params in chapters.items() for w in chapter_workloads(chapter, params)]
-    models: dict[str, _Model] = {}
+    first = {}
+    for w in workloads:  # the chapter that pays for each computation
+        first.setdefault(w.key, w)
+    prices: list[dict] = [{} for _ in variants]
+    calibrations = {}
     for name in tqdm(list(dict.fromkeys(w.model for w in workloads)), desc="calibrating", disable=not progress):
-        models[name] = _calibrated(name, profile, device, calibration_examples)
-    rows, seen = [], set()
-    for chapter in chapters:
-        mine = [w for w in workloads if w.chapter == chapter]
-        if not mine:
-            rows.append({"chapter": chapter, "model": "", "kind": "", "HVPs": 0, "hours": float("nan"),
-                         "note": "small at every profile" if chapter in SMALL_CHAPTERS else "no Hessian or training work"})
-        for w in mine:
-            row = {"chapter": chapter, "model": w.model, "kind": w.kind, **dict(w.options)}
-            if w.key in seen:
-                rows.append(row | {"HVPs": 0, "hours": 0.0, "note": "cached (computed by an earlier chapter)"})
-                continue
-            seen.add(w.key)
-            rows.append(row | _price(w, models[w.model], profile, lanczos))
-    table = pd.DataFrame(rows)
-    table.attrs["device"] = str(device)
-    table.attrs["calibration"] = {name: m.calibration for name, m in models.items()}
-    return table
+        model = _calibrated(name, profile, device, calibration_examples)
+        calibrations[name] = model.calibration
+        for i, lanczos in enumerate(variants):
+            for w in first.values():
+                if w.model == name:
+                    prices[i][w.key] = _price(w, model, profile, lanczos)
+        del model
+    tables = []
+    for i in range(len(variants)):
+        rows = []
+        for chapter in chapters:
+            mine = [w for w in workloads if w.chapter == chapter]
+            if not mine:
+                rows.append({"chapter": chapter, "model": "", "kind": "", "HVPs": 0, "hours": float("nan"),
+                             "note": "small at every profile" if chapter in SMALL_CHAPTERS
+                             else "no Hessian or training work"})
+            for w in mine:
+                row = {"chapter": chapter, "model": w.model, "kind": w.kind, **dict(w.options)}
+                if first[w.key] is not w:
+                    rows.append(row | {"HVPs": 0, "hours": 0.0, "note": "cached (computed by an earlier chapter)"})
+                else:
+                    rows.append(row | prices[i][w.key])
+        table = pd.DataFrame(rows)
+        table.attrs["device"] = str(device)
+        table.attrs["calibration"] = calibrations
+        tables.append(table)
+    return tables
 
 
 def chapter_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -188,4 +212,4 @@ def format_plan(table: pd.DataFrame, columns: Iterable[str] = ("chapter", "model
     return "\n".join(lines)
 
 
-__all__ = ["Workload", "chapter_workloads", "plan_book", "chapter_summary", "totals", "format_plan", "SMALL_CHAPTERS"]
+__all__ = ["Workload", "chapter_workloads", "plan_book", "plan_book_variants", "chapter_summary", "totals", "format_plan", "SMALL_CHAPTERS"]

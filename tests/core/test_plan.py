@@ -41,6 +41,13 @@ def test_full_plan_follows_the_memory_budget_and_a_given_calibration():
     assert "2 probe(s) at a time" in predicted.basis[0]
 
 
+def test_plan_flags_a_basis_that_fits_nowhere_instead_of_failing():
+    case = tiny_mlp()
+    predicted = plan(case.model, case.loss_fn, case.data, num_steps=6, num_probes=3, memory_budget=100)
+    assert any("DOES NOT FIT" in line for line in predicted.basis)
+    assert predicted.seconds > 0
+
+
 def test_plan_refuses_unknown_kinds_and_empty_data():
     case = tiny_mlp()
     with pytest.raises(ValueError, match="kind"):

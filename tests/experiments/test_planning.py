@@ -40,9 +40,11 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     params = chapter_parameters("blockwise", "smoke")
     assert params["profile"] == "smoke" and params["models"]
     csv = tmp_path / "plan.csv"
-    assert main(["run", "--profile", "smoke", "--dry-run", "--only", "blockwise", "--plan-csv", str(csv)]) == 0
+    assert main(["run", "--profile", "smoke", "--dry-run", "--only", "blockwise", "--plan-csv", str(csv),
+                 "--lanczos", "3", "1"]) == 0
     out = capsys.readouterr().out
-    assert "predicted cost at profile 'smoke'" in out and "hours per chapter" in out
+    assert "predicted cost at profile 'smoke'" in out and "hours per chapter" in out and "m = 3, n_v = 1" in out
+    assert (tmp_path / "plan-m3-n1-chapters.csv").exists()
     assert csv.read_text().startswith("chapter,model,kind")
     summary = (tmp_path / "plan-chapters.csv").read_text().splitlines()
     assert summary[0] == "chapter,HVPs,max basis GiB,max peak GiB,hours" and summary[-1].startswith("total,")
