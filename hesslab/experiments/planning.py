@@ -12,10 +12,13 @@ tiny models, quadratic problems, the methods chapter's checks) are listed withou
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from hesslab.experiments.batches import hessian_batches, modality
@@ -94,6 +97,13 @@ def _calibrated(name: str, profile: str, device, examples: int | None) -> _Model
     return _Model(cal, built, batch)
 
 
+def _priced_model(name: str, profile: str, device: str, examples: int | None, workloads: list,
+                  variants: list) -> tuple[Calibration, list[dict]]:
+    """Calibrate ``name`` and price its ``workloads`` under each Lanczos variant (run in a worker process)."""
+    model = _calibrated(name, profile, torch.device(device), examples)
+    return model.calibration, [{w.key: _price(w, model, profile, v) for w in workloads} for v in variants]
+
+
 def _price(w: Workload, m: _Model, profile: str, lanczos: tuple[int, int] | None = None) -> dict:
     settings = get_profile(profile)
     if w.kind == "train":
@@ -158,14 +168,17 @@ def plan_book_variants(chapters: Mapping[str, Mapping], profile: str, variants: 
         first.setdefault(w.key, w)
     prices: list[dict] = [{} for _ in variants]
     calibrations = {}
-    for name in tqdm(list(dict.fromkeys(w.model for w in workloads)), desc="calibrating", disable=not progress):
-        model = _calibrated(name, profile, device, calibration_examples)
-        calibrations[name] = model.calibration
-        for i, lanczos in enumerate(variants):
-            for w in first.values():
-                if w.model == name:
-                    prices[i][w.key] = _price(w, model, profile, lanczos)
-        del model
+    names = list(dict.fromkeys(w.model for w in workloads))
+    # each model in a fresh process: its memory (the model, a paper-size batch, the graphs) is
+    # returned to the system before the next is built
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures = {name: pool.submit(_priced_model, name, profile, str(device), calibration_examples,
+                                     [w for w in first.values() if w.model == name], list(variants))
+                   for name in names}
+        for name in tqdm(names, desc="calibrating", disable=not progress):
+            calibrations[name], per_variant = futures[name].result()
+            for i, priced in enumerate(per_variant):
+                prices[i].update(priced)
     tables = []
     for i in range(len(variants)):
         rows = []
