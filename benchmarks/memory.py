@@ -98,7 +98,7 @@ def main(argv=None) -> None:
     small = 64  # 65k parameters: every basis fits
     for kind in ("slq", "blockwise"):
         free = run_case(kind, small, 30, 4, None, None)
-        tight = run_case(kind, small, 30, 4, 34 * 64_700 * 8, None)  # about one float64 probe of the whole model
+        tight = run_case(kind, small, 30, 4, 34 * 65_000 * 8, None)  # one float64 probe of the whole model (64,714)
         f32 = run_case(kind, small, 30, 4, None, "float32")
         rows.append({"case": f"{kind}, 65k params: tight budget vs none", "max |Δ Ritz| / |λ|max": _max_difference(tight, free),
                      "basis": _plans(tight)})

@@ -273,16 +273,10 @@ def blockwise_slq(
                                     num_steps, reorthogonalize=reorthogonalize, operator_dtype=operator.dtype,
                                     noise_floor=floors[u.block.name], pin_memory=u.plan.pinned))
                  for u in group]
-        while live := [(u, p) for u, p in procs if not p.done]:
-            products = operator.block_products([(u.block, p.query().to(operator.device, operator.dtype))
-                                                for u, p in live])
-            info["data_passes"] += 1
-            for (_, p), hv in zip(live, products):
-                p.advance(hv)
-            bar.update()
-        for u, p in procs:
-            parts.setdefault(u.block.name, []).append(p.result())
-        del procs
+        info["data_passes"] += _run_group(operator, [(u.block, p) for u, p in procs], bar)
+        for u, result in [(u, p.result()) for u, p in procs]:
+            parts.setdefault(u.block.name, []).append(result)
+        del procs  # no reference to a basis may outlive its group: the next group's bases take its place
         finished = {name for name, rs in parts.items() if sum(len(r.steps) for r in rs) == num_probes}
         results.update({name: _merge(parts.pop(name)) for name in finished})
         info["wall_time"] += time.perf_counter() - start
@@ -292,6 +286,18 @@ def blockwise_slq(
     return {name: _density(results[name], dims[name], seed=seeds[name], num_steps=num_steps,
                            method=operator.resolved_method, **_plan_info(plans[name]), **info)
             for name in order}
+
+
+def _run_group(operator: HessianOperator, procs: list[tuple[Block, LanczosProcess]], bar) -> int:
+    """Advance a group's ``(block, process)`` pairs until all are done, one pass over the data per step; returns the passes."""
+    passes = 0
+    while live := [(b, p) for b, p in procs if not p.done]:
+        products = operator.block_products([(b, p.query().to(operator.device, operator.dtype)) for b, p in live])
+        passes += 1
+        for (_, p), hv in zip(live, products):
+            p.advance(hv)
+        bar.update()
+    return passes
 
 
 def _block_noise_floors(operator: HessianOperator, blocks: list[Block], dims: dict, seeds: dict,

@@ -92,6 +92,30 @@ def test_blockwise_slq_within_a_budget_equals_the_unbounded_run_and_seeds_by_blo
     np.testing.assert_allclose(alone[blocks[-1].name].nodes, free[blocks[-1].name].nodes, rtol=1e-10, atol=1e-12)
 
 
+def test_blockwise_slq_holds_one_group_of_bases_at_a_time(monkeypatch):
+    import sys
+    import weakref
+
+    from hesslab.lanczos import LanczosProcess
+
+    slq_module = sys.modules["hesslab.slq"]  # the package exports the function under the same name
+
+    alive, most = weakref.WeakSet(), [0]
+
+    class Counted(LanczosProcess):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            alive.add(self)
+            most[0] = max(most[0], len(alive))
+
+    monkeypatch.setattr(slq_module, "LanczosProcess", Counted)
+    case = tiny_mlp()
+    largest = max(p.numel() for p in case.model.parameters())
+    blockwise_slq(case.model, case.loss_fn, case.data, ["0.weight"], num_steps=6, num_probes=3,
+                  memory_budget=lanczos_bytes(largest, 6, 1, F64), progress=False)
+    assert most[0] == 1  # three groups of one probe each, never two bases alive together
+
+
 def test_blockwise_slq_refuses_a_budget_below_one_probe():
     case = tiny_mlp()
     with pytest.raises(BasisMemoryError, match="memory_budget="):
