@@ -43,6 +43,7 @@ bench: env
 	$(PY) -m pip install -q --no-deps curvlinops-for-pytorch einops einconv linear_operator opt-einsum
 	$(PY) -m pip install -q --no-deps hessian-eigenthings==1.0.0a5 pyhessian==0.1
 	$(PY) benchmarks/hvp.py
+	$(PY) benchmarks/peers.py $(PEERS_ARGS)
 	$(PY) benchmarks/memory.py
 
 # On a GPU machine: correctness on the device, HVP costs, paper-size spectra (about 8 minutes on one H200);
@@ -50,7 +51,6 @@ bench: env
 #   PYTHONPATH=. python3 -m hesslab.experiments.gpucheck
 gpu-check: env
 	$(PY) -m hesslab.experiments.gpucheck --size paper --out data/results/paper/gpucheck
-	$(PY) benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf book/_build build .pytest_cache
