@@ -76,7 +76,9 @@ def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, see
     out = {stage: _stage_spectrum(name, profile, run.states[stage], seed, device, cache, stored_only=True)
            for stage in stages}
     todo = [stage for stage in stages if out[stage] is None]
-    workers = min(len(todo), default_workers(device))
+    full = get_profile(profile).full_spectra
+    # work per stage: the SLQ products, and about as many again for the top eigenvalues
+    workers = min(len(todo), default_workers(device, work=2 * full.num_steps * full.num_probes))
     if workers > 1:
         store = open_cache(cache)
         root = None if store is None else store.root  # the resolved folder: the same in every process

@@ -102,5 +102,5 @@ def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, pro
         best[optimizer], runs[optimizer] = _train.grid_search(
             functools.partial(fresh_model, name, settings["size"], seed), built.loss_fn, batches, base, lrs,
             cache=cache, cache_key=key, progress=progress, device=default_device(device),
-            workers=_train.default_workers(default_device(device)))
+            workers=_train.default_workers(default_device(device), work=settings["steps"]))
     return GapStudy(name, built.family, profile, settings, best["adamw"], best["sgd"], runs)

@@ -376,11 +376,16 @@ def train(
     return result
 
 
-def default_workers(device=None) -> int:
-    """Processes for independent CPU training runs: one per core (at most 4); 1 on a GPU."""
+#: below this much work (training steps, or Lanczos products, per task) a worker process
+#: costs more to start (a fresh interpreter importing torch) than it saves
+PARALLEL_MIN_WORK = 200
+
+
+def default_workers(device=None, work: int | None = None) -> int:
+    """Processes for independent CPU tasks: one per core (at most 4); 1 on a GPU or for small ``work``."""
     import os
 
-    if torch.device(device or "cpu").type != "cpu":
+    if torch.device(device or "cpu").type != "cpu" or (work is not None and work < PARALLEL_MIN_WORK):
         return 1
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
