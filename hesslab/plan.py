@@ -101,7 +101,8 @@ def calibrate(model: nn.Module, loss_fn: Callable, batch, *, params=None, exampl
     """Time one gradient, one first-order graph and one Hessian-vector product on ``batch``.
 
     Args:
-        model, loss_fn: as for :class:`~hesslab.HessianOperator`.
+        model: the network, as for :class:`~hesslab.HessianOperator`.
+        loss_fn: ``loss_fn(outputs, targets)``, as for :class:`~hesslab.HessianOperator`.
         batch: one ``(inputs, targets)`` batch.
         params: the parameters differentiated (default all).
         examples: calibrate on the first ``examples`` examples only (large models on a
@@ -213,10 +214,15 @@ def plan(model: nn.Module, loss_fn: Callable, data: Sequence, blocks=None, *, ki
     """Predict the cost of :func:`~hesslab.slq.blockwise_slq` or :func:`~hesslab.slq.slq` before running it.
 
     Args:
-        model, loss_fn, data: as for the computation (``data`` a sequence of batches).
+        model: the network, as for the computation.
+        loss_fn: ``loss_fn(outputs, targets)``, as for the computation.
+        data: a sequence of ``(inputs, targets)`` batches, as for the computation.
         blocks: the blocks of ``blockwise_slq`` (ignored for ``slq``, which measures all parameters).
         kind: ``"blockwise_slq"`` or ``"slq"``.
-        num_steps, num_probes, memory_budget, basis_dtype: as for the computation.
+        num_steps: Lanczos steps per probe, as for the computation.
+        num_probes: random probes per block, as for the computation.
+        memory_budget: bytes allowed for the Lanczos bases (default half the free memory).
+        basis_dtype: the basis dtype, or ``None`` for the automatic choice, as for the computation.
         graph_memory_budget: the operator's retained-graph budget (default as the operator's).
         calibration: reuse a :func:`calibrate` result; else one is measured on ``data[0]``.
         calibration_examples: calibrate on this many examples of ``data[0]``.
