@@ -111,3 +111,32 @@ def test_js_agrees_with_scipy_jensenshannon():
 
     _, (da, db) = shared_densities(list(spectra.values()))
     assert js_distance(spectra["a"], spectra["b"]) == pytest.approx(jensenshannon(da, db), rel=1e-12)
+
+
+def test_per_block_lambda10_divides_each_block_by_its_own_tenth_largest_eigenvalue():
+    from hesslab.js import shared_densities
+
+    rng = np.random.default_rng(3)
+    eigenvalues = [rng.gamma(2.0, size=40) * s for s in (1.0, 50.0)]
+    spectra = [SpectralDensity.from_eigenvalues(ev) for ev in eigenvalues]
+    tenth = [np.sort(ev)[-10] for ev in eigenvalues]
+    grid, dens = shared_densities(spectra, normalize="per-block-lambda10", sigma=0.05, grid_size=4000)
+    dx = grid[1] - grid[0]
+    for ev, t, d in zip(eigenvalues, tenth, dens):
+        # the smoothed density's mean is the mean of the normalised eigenvalues
+        assert (grid * d).sum() * dx == pytest.approx(np.mean(ev / t), rel=1e-6)
+    # scaling a block does not change its λ₁₀-normalised spectrum: JS 0 between a block and its multiple
+    same = [SpectralDensity.from_eigenvalues(eigenvalues[0]), SpectralDensity.from_eigenvalues(7.0 * eigenvalues[0])]
+    assert js_matrix(dict(zip("ab", same)), normalize="per-block-lambda10").iloc[0, 1] == pytest.approx(0, abs=1e-12)
+
+
+def test_grid_padding_is_absolute_in_normalised_units():
+    from hesslab.js import shared_densities
+
+    s = SpectralDensity.from_eigenvalues(np.array([0.0, 2.0]))
+    grid, _ = shared_densities([s], normalize=None, sigma=0.1, pad=1.0, grid_size=11)
+    assert grid[0] == pytest.approx(-1.0) and grid[-1] == pytest.approx(3.0)
+    grid, _ = shared_densities([s], normalize=None, sigma=0.1, grid_size=11)
+    assert grid[0] == pytest.approx(-0.5) and grid[-1] == pytest.approx(2.5), "default pad: 5 sigma"
+    with pytest.raises(ValueError, match="pad"):
+        shared_densities([s], normalize=None, sigma=0.1, pad=-1.0)

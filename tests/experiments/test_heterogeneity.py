@@ -65,3 +65,54 @@ def test_table_and_errors(tmp_path):
     assert table.loc["vgg16", "paper"] == 0.09
     with pytest.raises(ValueError, match="unknown profile"):
         het.blockwise_at_init("vgg16", "laptop")
+
+
+def _long_table(cnn, transformer, noise=0.01, seeds=3):
+    """A constructed JS⁰-over-seeds table: CNN and Transformer JS⁰ levels with seed noise."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for (model, family, level) in [("resnet18", "cnn", cnn), ("vgg16", "cnn", cnn),
+                                   ("bert", "transformer", transformer), ("gpt2", "transformer", transformer)]:
+        for seed in range(seeds):
+            values = {f"js0_{variant}": level * (1 + noise * rng.standard_normal()) for variant in het.JS_VARIANTS}
+            rows.append({"model": model, "seed": seed, "family": family, "blocks": 4, **values, "scale_spread": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_table1_report_says_does_not_reproduce_when_cnns_are_not_below_transformers():
+    report = het.table1_report(_long_table(cnn=0.3, transformer=0.2), "constructed")
+    assert "does **not** reproduce beyond the seed spread" in report.splitlines()[-1]
+    assert "**reproduces**" not in report
+
+
+def test_table1_report_within_the_seed_spread_is_not_a_reproduction():
+    report = het.table1_report(_long_table(cnn=0.30, transformer=0.31, noise=0.2), "constructed")
+    assert "does **not** reproduce" in report.splitlines()[-1]
+
+
+def test_table1_report_reproduces_a_clear_separation_and_judges_its_magnitude():
+    report = het.table1_report(_long_table(cnn=0.1, transformer=30.0), "constructed")
+    assert report.splitlines()[-1].endswith("**reproduces**.")
+    assert "reaches the paper's order of magnitude" in report
+    small = het.table1_report(_long_table(cnn=0.1, transformer=0.3), "constructed")
+    assert small.splitlines()[-1].endswith("**reproduces**.") and "falls far short" in small
+
+
+def test_headline_variant_is_the_most_reproducible_over_seeds():
+    long = _long_table(cnn=0.1, transformer=0.3, noise=0.2)
+    long["js0_lambda10"] = np.where(long.family == "cnn", 0.1, 0.3)  # no seed spread at all
+    assert het.headline_variant(long) == "lambda10"
+    with pytest.raises(ValueError, match="2 seeds"):
+        het.headline_variant(_long_table(0.1, 0.3, seeds=1))
+
+
+def test_seed_summary_and_separation():
+    long = _long_table(cnn=0.1, transformer=0.3, noise=0.0)
+    summary = het.seed_summary(long)
+    assert list(summary.index) == ["resnet18", "vgg16", "bert", "gpt2"]
+    assert summary.loc["bert", "js0_log_mean"] == pytest.approx(0.3) and summary.loc["bert", "js0_log_sd"] == 0
+    assert summary.loc["vgg16", "paper"] == 0.09 and np.isnan(summary.loc["gpt2", "paper"])
+    assert het.separation(long, "log").ratio.tolist() == pytest.approx([3.0] * 3)
+    assert het.paper_separation() == pytest.approx(18.84 / 0.10)
