@@ -6,7 +6,8 @@ Hessian Perspective" (NeurIPS 2024). It needs torch, numpy, scipy, pandas and tq
 Three wings:
 
 - this package's top level, the core: Hessian operators, blocks, Lanczos, SLQ, top
-  eigenvalues, traces, spectral densities and Jensen–Shannon heterogeneity;
+  eigenvalues, traces, spectral densities, Jensen–Shannon heterogeneity, and the block
+  entries a model's data never reach (:func:`zero_gradient_fractions`);
 - :mod:`hesslab.storage`: results on disk keyed by model, loss, data and arguments
   (:mod:`hesslab.storage.cached` stores and resumes the core's long computations);
 - :mod:`hesslab.experiments`: the paper's models, data, training runs and figures, and
@@ -16,6 +17,7 @@ Three wings:
 
 from hesslab.blocks import Block, BlockPart, resolve_blocks
 from hesslab.checkpoint import Checkpoint, MemoryCheckpoint
+from hesslab.diagnostics import zero_gradient_fractions
 from hesslab.hvp import (
     BlockHessianOperator,
     DataChangedError,
@@ -54,6 +56,7 @@ __all__ = [
     "Block",
     "BlockPart",
     "resolve_blocks",
+    "zero_gradient_fractions",
     # spectra: Lanczos, SLQ, top eigenvalues, trace
     "run_lanczos",
     "LanczosProcess",
