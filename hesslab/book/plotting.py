@@ -203,33 +203,93 @@ def plot_training_curves(ax, study, *, window: int, lw: float = 1.4) -> None:
                 label=f"{label} (lr {run.config.lr:g})", color=optimiser_color(label.lower()), lw=lw)
 
 
-def plot_block_densities(ax_linear, ax_log, spectra: Mapping, blocks: Sequence[str], variants: Mapping[str, dict],
-                         *, model: str) -> None:
-    """Densities of some blocks of one model, on the linear and on the log-magnitude axis (Figure 3).
+#: x-axis label of each JS⁰ variant's normalised eigenvalue axis
+VARIANT_AXES = {
+    "linear": "λ / max |λ| over the model's blocks",
+    "log": "sign(λ) · (log10 |λ / max| + 8)",
+    "lambda10": "λ / λ₁₀ of the block",
+    "density": "λ (raw)",
+}
 
-    Every density is normalised together with *all* blocks of the model (the largest
-    |eigenvalue| over the model's blocks is the unit), then only ``blocks`` are drawn, on a
-    log y axis clipped below at 1e-8 (limits from 1e-5).
+
+def plot_block_densities(axes: Sequence, spectra: Mapping, blocks: Sequence[str], variants: Mapping[str, dict],
+                         *, model: str) -> None:
+    """Densities of some blocks of one model, one axis per JS⁰ variant's normalisation (Figure 3).
+
+    Each variant normalises the blocks as its JS⁰ does (e.g. ``"linear"`` and ``"log"``
+    divide *all* blocks of the model by one shared largest |eigenvalue|, ``"lambda10"`` each
+    block by its own 10th largest eigenvalue, as the paper's figure), then only ``blocks``
+    are drawn, on a log y axis clipped below at 1e-8 (limits from 1e-5).
 
     Args:
-        ax_linear: matplotlib axis for the linear eigenvalue axis (the paper's).
-        ax_log: matplotlib axis for the log-magnitude axis (the book's JS⁰).
+        axes: matplotlib axes, one per variant, in the order of ``variants``.
         spectra: block name -> :class:`~hesslab.SpectralDensity`, every block of the model.
         blocks: the block names to draw (keys of ``spectra``).
-        variants: ``{"linear": options, "log": options}`` of :func:`hesslab.js.shared_densities`
-            (the book passes :data:`hesslab.experiments.heterogeneity.JS_VARIANTS`).
+        variants: variant name -> options of :func:`hesslab.js.shared_densities` (e.g. a
+            selection of :data:`hesslab.experiments.heterogeneity.JS_VARIANTS`).
         model: the model's name, for the y label.
     """
     from hesslab.js import shared_densities
 
+    if len(axes) != len(variants):
+        raise ValueError(f"need one axis per variant: {len(axes)} axes for {len(variants)} variants")
     chosen = [spectra[b] for b in blocks]
     everything = list(spectra.values())
-    for ax, options in [(ax_linear, variants["linear"]), (ax_log, variants["log"])]:
+    for ax, (variant, options) in zip(axes, variants.items()):
+        options = {k: v for k, v in options.items() if k != "mode"}
         grid, dens = shared_densities(everything + chosen, **options)
         for block, d in zip(blocks, dens[len(everything):]):
             ax.semilogy(grid, np.maximum(d, 1e-8), label=short_block_name(block), lw=1.3)
         ax.set_ylim(1e-5, None)
-    ax_linear.set_xlabel("λ / max |λ| over the model's blocks")
-    ax_log.set_xlabel("sign(λ) · (log10 |λ / max| + 8)")
-    ax_linear.set_ylabel(f"{model}\ndensity")
-    ax_linear.legend(fontsize=7)
+        ax.set_xlabel(VARIANT_AXES.get(variant, variant))
+    axes[0].set_ylabel(f"{model}\ndensity")
+    axes[0].legend(fontsize=7)
+
+
+def plot_js0_by_model(ax, long, variant: str, *, log: bool = False) -> None:
+    """JS⁰ per model under one variant: bars at the mean over seeds, one-sd error bars, a dot per seed.
+
+    Args:
+        ax: matplotlib axis.
+        long: :func:`hesslab.experiments.heterogeneity.js0_over_seeds` output (one row per model and seed).
+        variant: a key of :data:`hesslab.experiments.heterogeneity.JS_VARIANTS`.
+        log: log-scale y axis (for the unbounded density variant).
+    """
+    column = f"js0_{variant}"
+    models = list(dict.fromkeys(long.model))
+    grouped = long.groupby("model", sort=False)[column]
+    means, sds = grouped.mean().loc[models], grouped.std(ddof=1).loc[models].fillna(0.0)
+    families = long.groupby("model", sort=False).family.first().loc[models]
+    x = np.arange(len(models))
+    ax.bar(x, means, yerr=sds, capsize=3, color=[family_color(f) for f in families], alpha=0.8)
+    for i, model in enumerate(models):
+        values = long.loc[long.model == model, column].to_numpy()
+        ax.scatter(np.full(values.size, i) + np.linspace(-0.15, 0.15, values.size), values, s=10, color="black",
+                   zorder=3)
+    ax.set_xticks(x, models, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("JS⁰")
+    if log:
+        ax.set_yscale("log")
+
+
+def plot_separation(ax, ratios: Mapping[str, Sequence[float]], *, reference: float | None = None) -> None:
+    """Per-seed ratios per variant (dots) and their geometric mean (bar), on a log axis.
+
+    Args:
+        ax: matplotlib axis.
+        ratios: variant label -> ratios, one per seed (e.g. smallest Transformer JS⁰ over largest CNN JS⁰).
+        reference: a ratio to mark with a dotted line (the paper's).
+    """
+    labels = list(ratios)
+    for i, label in enumerate(labels):
+        values = np.asarray(ratios[label], dtype=float)
+        ax.barh(i, np.exp(np.log(values).mean()), color="0.8")
+        ax.scatter(values, np.full(values.size, i), color="black", s=14, zorder=3)
+    ax.axvline(1.0, color="black", ls="--", lw=1)
+    if reference is not None:
+        ax.axvline(reference, color="tab:red", ls=":", lw=1.5, label=f"paper {reference:.0f}×")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("smallest Transformer JS⁰ / largest CNN JS⁰")

@@ -15,7 +15,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+import pandas as pd
+from tqdm.auto import tqdm
+
 import hesslab.experiments.training as _train
+from hesslab.experiments import verdicts
 from hesslab.experiments.data import default_device
 from hesslab.experiments.models import build, spec
 from hesslab.experiments.profiles import profile as get_profile
@@ -68,6 +72,33 @@ class GapStudy:
         """Final training loss of the best SGD run minus that of the best AdamW run."""
         return _train.adam_sgd_gap(self.adam, self.sgd)
 
+    @property
+    def initial_loss(self) -> float:
+        """The training loss at initialisation (the first batch, the same for both optimisers)."""
+        return float(self.adam.losses[0])
+
+    @property
+    def relative_gap(self) -> float:
+        """The gap as a share of AdamW's own progress: ``(L_SGD − L_AdamW) / (L_0 − L_AdamW)``.
+
+        0: SGD as good as AdamW; 1: SGD no better than the initial loss. Dividing by what
+        AdamW achieved from the same start removes each task's loss scale (ln of the
+        number of classes or characters) and how far the budget lets it go, so models
+        trained on different tasks can share one axis (Figure 7).
+        """
+        return relative_gap(self.initial_loss, self.adam.final_loss, self.sgd.final_loss)
+
+
+def relative_gap(initial: float, adam: float, sgd: float) -> float:
+    """``(sgd − adam) / (initial − adam)``: SGD's shortfall as a share of AdamW's progress from ``initial``.
+
+    Raises:
+        ValueError: AdamW made no progress (``adam >= initial``), so there is nothing to compare with.
+    """
+    if not initial > adam:
+        raise ValueError(f"AdamW did not lower the loss ({initial:.4g} -> {adam:.4g}); the relative gap is undefined")
+    return (sgd - adam) / (initial - adam)
+
 
 def fresh_model(name: str, size: str, seed: int):
     """A newly built ``name`` at ``size`` (picklable, for training in worker processes)."""
@@ -104,3 +135,65 @@ def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, pro
             cache=cache, cache_key=key, progress=progress, device=default_device(device),
             workers=_train.default_workers(default_device(device), work=settings["steps"]))
     return GapStudy(name, built.family, profile, settings, best["adamw"], best["sgd"], runs)
+
+
+def gap_over_seeds(names, profile: str = "cpu", *, seeds=(0, 1, 2), cache=True, progress: bool = True,
+                   device=None) -> pd.DataFrame:
+    """:func:`gap_study` for every model and seed, one row each.
+
+    Args:
+        names: models of :data:`hesslab.experiments.models.NAMES`.
+        profile: ``"smoke"``, ``"cpu"`` or ``"paper"``.
+        seeds: initialisation and data seeds (at least 3 for a margin).
+        cache: where runs are cached.
+        progress: progress bar over the studies.
+        device: where to train.
+
+    Returns:
+        Columns ``model``, ``seed``, ``family``, ``modality``, ``initial`` (loss at
+        initialisation), ``adam`` and ``sgd`` (final losses of the best runs), ``adam_lr``,
+        ``sgd_lr``, ``gap`` and ``relative_gap``.
+    """
+    rows = []
+    runs = [(name, seed) for name in names for seed in seeds]
+    for name, seed in tqdm(runs, desc="gap over seeds", disable=not progress):
+        study = gap_study(name, profile, seed=seed, cache=cache, progress=False, device=device)
+        rows.append({"model": name, "seed": seed, "family": study.family, "modality": spec(name).modality,
+                     "initial": study.initial_loss, "adam": study.adam.final_loss, "sgd": study.sgd.final_loss,
+                     "adam_lr": study.adam.config.lr, "sgd_lr": study.sgd.config.lr, "gap": study.gap,
+                     "relative_gap": study.relative_gap})
+    return pd.DataFrame(rows)
+
+
+#: AdamW "fits the training set" when its final loss is below this share of the initial loss
+FIT_SHARE = 0.02
+
+
+def gap_report(long: pd.DataFrame, profile: str) -> str:
+    """The gap chapter's verdict, in Markdown, computed from :func:`gap_over_seeds`.
+
+    The paper's claim: SGD about as good as AdamW on CNNs, clearly behind on Transformers
+    and on the MLP-mixer. Per seed, the smallest relative gap of the Transformers (and the
+    mixer's) is compared with the largest CNN relative gap (:func:`verdicts.ordering_verdict`);
+    a model on which both optimisers fit the training set (final loss below
+    :data:`FIT_SHARE` of the initial loss) is named, because its gap cannot separate them.
+    """
+    by_seed = long.pivot(index="seed", columns="model", values="relative_gap")
+    families = long.groupby("model").family.first()
+    cnn_max = by_seed[[m for m in by_seed if families[m] == "cnn"]].max(axis=1)
+    lines = [f"**What we obtained ({profile} profile, {long.seed.nunique()} seeds; relative gap = "
+             f"(SGD − AdamW) / (initial − AdamW) final training loss).**"]
+    for family, label in [("transformer", "Transformers"), ("mixer", "MLP-mixer")]:
+        members = [m for m in by_seed if families[m] == family]
+        if not members:
+            continue
+        verdict = verdicts.ordering_verdict(cnn_max.to_numpy(), by_seed[members].min(axis=1).to_numpy(),
+                                            what=f"largest CNN vs smallest {label} relative gap")
+        lines.append(f"* SGD behind on the {label} but not on the CNNs: {verdict}. This "
+                     f"{verdicts.reproduces(verdict)} the paper.")
+    means = long.groupby("model")[["initial", "adam", "sgd"]].mean()
+    fitted = [m for m, row in means.iterrows() if row.adam < FIT_SHARE * row.initial and row.sgd < FIT_SHARE * row.initial]
+    if fitted:
+        lines.append(f"* Both optimisers fit the training set (final loss below {FIT_SHARE:.0%} of the initial loss) on "
+                     f"{', '.join(fitted)}: there the final loss cannot separate them.")
+    return "\n".join(lines)

@@ -128,7 +128,9 @@ def ordering_verdict(low, high, *, what: str = "") -> Verdict:
     return Verdict(False, f"{text}: {why}", numbers)
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+def spearman_rho(x, y) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (ties get mean ranks; 0 when either is constant)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     rx, ry = rankdata(x), rankdata(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
@@ -165,7 +167,7 @@ def bootstrap_interval(x, y, *, resamples: int = 5_000, level: float = 0.95, see
     x, y = _samples(x, "x"), _samples(y, "y")
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, x.size, size=(resamples, x.size))
-    values = np.array([_spearman(x[i], y[i]) for i in picks])
+    values = np.array([spearman_rho(x[i], y[i]) for i in picks])
     tail = (1 - level) / 2
     return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
 
@@ -187,7 +189,7 @@ def correlation_verdict(x, y, *, alpha: float = 0.05, what: str = "Spearman's ρ
     x, y = _samples(x, "x"), _samples(y, "y")
     if x.shape != y.shape or x.size < 3:
         raise ValueError(f"x and y need the same number (at least 3) of points, got {x.size} and {y.size}")
-    rho = _spearman(x, y)
+    rho = spearman_rho(x, y)
     p = permutation_pvalue(x, y, seed=seed)
     low, high = bootstrap_interval(x, y, seed=seed)
     numbers = {"rho": rho, "p": p, "n": x.size, "interval": (low, high)}

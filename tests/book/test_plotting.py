@@ -84,10 +84,11 @@ def test_block_densities_draw_the_chosen_blocks_on_both_axes():
     rng = np.random.default_rng(0)
     spectra = {f"layer.{i}.weight": SpectralDensity.from_eigenvalues(rng.uniform(0, 10.0 ** -i, 50))
                for i in range(3)}
-    fig, (linear, log) = plt.subplots(1, 2)
-    plotting.plot_block_densities(linear, log, spectra, ["layer.0.weight", "layer.2.weight"], JS_VARIANTS,
+    fig, (linear, log, tenth) = plt.subplots(1, 3)
+    variants = {k: JS_VARIANTS[k] for k in ("linear", "log", "lambda10")}
+    plotting.plot_block_densities([linear, log, tenth], spectra, ["layer.0.weight", "layer.2.weight"], variants,
                                   model="toy")
-    for ax in (linear, log):
+    for ax in (linear, log, tenth):
         assert [l.get_label() for l in ax.get_lines()] == ["L0", "L2"]
         assert ax.get_yscale() == "log" and ax.get_ylim()[0] == 1e-5
         assert all(np.min(l.get_ydata()) >= 1e-8 for l in ax.get_lines())
@@ -95,4 +96,10 @@ def test_block_densities_draw_the_chosen_blocks_on_both_axes():
     centre = [np.average(l.get_xdata(), weights=l.get_ydata()) for l in log.get_lines()]
     assert centre[0] > centre[1] + 1.5, centre
     assert linear.get_ylabel() == "toy\ndensity" and "max |λ|" in linear.get_xlabel()
+    # λ₁₀ per block: every block on its own scale, so both sit around 1 whatever their size
+    centre = [np.average(l.get_xdata(), weights=l.get_ydata()) for l in tenth.get_lines()]
+    assert abs(centre[0] - centre[1]) < 0.5, centre
+    assert "λ₁₀" in tenth.get_xlabel()
+    with pytest.raises(ValueError, match="one axis per variant"):
+        plotting.plot_block_densities([linear], spectra, ["layer.0.weight"], variants, model="toy")
     plt.close(fig)

@@ -38,3 +38,46 @@ def test_settings_per_kind_and_errors():
         gap_settings("gpt2", "laptop")
     with pytest.raises(ValueError, match="unknown model"):
         gap_settings("gpt5", "cpu")
+
+
+def _gap_table(levels, adam=1.0, initial=3.0, noise=0.01, seeds=3):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for (model, family), level in zip([("resnet18", "cnn"), ("vgg16", "cnn"), ("mlp-mixer", "mixer"),
+                                       ("bert", "transformer"), ("gpt2", "transformer")], levels):
+        for seed in range(seeds):
+            rel = level + noise * rng.standard_normal()
+            rows.append({"model": model, "seed": seed, "family": family, "initial": initial, "adam": adam,
+                         "sgd": adam + rel * (initial - adam), "relative_gap": rel})
+    return pd.DataFrame(rows)
+
+
+def test_gap_report_says_does_not_reproduce_when_sgd_lags_on_cnns_instead():
+    from hesslab.experiments.gap import gap_report
+
+    good = gap_report(_gap_table([0.0, 0.01, 0.3, 0.4, 0.5]), "c")
+    assert good.count("This reproduces the paper") == 2
+    bad = gap_report(_gap_table([0.5, 0.4, 0.0, 0.01, 0.02]), "c")
+    assert bad.count("does **not** reproduce") == 2
+    noisy = gap_report(_gap_table([0.0, 0.1, 0.15, 0.2, 0.3], noise=0.2), "c")
+    assert "This reproduces" not in noisy
+
+
+def test_gap_report_names_models_whose_training_set_both_optimisers_fit():
+    from hesslab.experiments.gap import gap_report
+
+    report = gap_report(_gap_table([0.0, 0.0, 0.0, 0.4, 0.5], adam=0.01, initial=3.0), "c")
+    fitted = report.split("on ")[-1]
+    assert "Both optimisers fit the training set" in report
+    assert all(m in fitted for m in ("resnet18", "vgg16", "mlp-mixer")) and "bert" not in fitted
+
+
+def test_relative_gap_is_the_share_of_adams_progress():
+    from hesslab.experiments.gap import relative_gap
+
+    assert relative_gap(3.0, 1.0, 1.0) == 0 and relative_gap(3.0, 1.0, 3.0) == 1 and relative_gap(3.0, 1.0, 2.0) == 0.5
+    with pytest.raises(ValueError, match="did not lower"):
+        relative_gap(1.0, 1.5, 2.0)
