@@ -138,18 +138,30 @@ def convergence_verdict(studies: Mapping[str, pd.DataFrame], settings: HessianSe
     unconverged = [name for name, ok in converged.items() if not ok]
     ordering = ("holds: the smallest Transformer value exceeds the largest CNN value by " + f"{ordering_margin:.3f}"
                 if ordering_margin > 0 else "does **not** always hold")
-    settled = ("The profile's settings are converged for the comparison the book makes." if not unconverged else
-               "So the profile's JS⁰ values of " + ", ".join(unconverged) + " carry an uncertainty comparable to the "
-               "CNN–Transformer difference: the ordering is supported, the size of the difference is not. The scale "
-               "spread (decades between the blocks' largest eigenvalues) is converged at every setting and tells the "
-               "two families apart by itself.")
+    scale_margin = (min(studies[m].scale_spread.min() for m in others) - max(studies[m].scale_spread.max() for m in cnns)
+                    if both else float("nan"))
+    scale = (f"The scale spread (decades between the blocks' largest eigenvalues) separates the families in every run, "
+             f"by at least {scale_margin:.2f} decades." if scale_margin > 0 else
+             "The scale spread (decades between the blocks' largest eigenvalues) does **not** separate the families "
+             "in every run either.")
+    if not unconverged:
+        settled = "The profile's settings are converged for the comparison the book makes."
+    else:
+        settled = ("So the profile's JS⁰ values of " + ", ".join(unconverged) + " carry an uncertainty comparable to "
+                   "the CNN–Transformer difference: "
+                   + ("the ordering holds in every run, but its size is not settled." if ordering_margin > 0 else
+                      "neither the ordering nor its size is settled at these settings."))
+    lowered = [m for m, (_, _, js_fewest, js_most) in probes.items() if js_most < js_fewest]
+    pooling = ("Pooling more probes smooths each block's density and lowers JS⁰ for every model"
+               if len(lowered) == len(probes) else
+               "Pooling more probes lowers JS⁰ for " + (", ".join(lowered) if lowered else "no model")
+               + " and not for the others")
     data = ("the Hessian batch moves JS⁰ no more than the Lanczos steps do, so the variation comes from the "
             "quadrature (steps and probes) rather than from the data" if data_within_quadrature else
             "the Hessian batch moves JS⁰ more than the Lanczos steps do: more data is needed")
-    conclusion = (f"Over every setting tried, the ordering CNN < Transformer {ordering}. {settled} Pooling more probes "
-                  "smooths each block's density and lowers JS⁰ for every model, so JS⁰ values are only comparable at "
-                  "the same number of probes (every chapter uses the profile's). How much data is enough: within the "
-                  f"range tried, {data}.")
+    conclusion = (f"Over every setting tried, the ordering CNN < Transformer {ordering}. {settled} {scale} {pooling}, "
+                  "so JS⁰ values are only comparable at the same number of probes (every chapter uses the "
+                  f"profile's). How much data is enough: within the range tried, {data}.")
     return ConvergenceVerdict(at_profile=at_profile, separation=float(separation), spreads=spreads, probes=probes,
                               scale_variation=scale_variation, converged=converged,
                               ordering_margin=float(ordering_margin), data_within_quadrature=data_within_quadrature,

@@ -61,6 +61,21 @@ def test_variation_of_half_the_separation_or_more_is_not_converged():
     assert "does **not** always hold" in verdict.conclusion
     assert "JS⁰ values of transformer carry an uncertainty" in verdict.conclusion
     assert "more data is needed" in verdict.conclusion
+    # the reviewer's contradiction: "does not always hold. So ... the ordering is supported"
+    assert "neither the ordering nor its size is settled" in verdict.conclusion
+    assert "supported" not in verdict.conclusion
+    assert "does **not** separate the families" in verdict.conclusion  # both tables have the same scale spread
+
+
+def test_sentences_follow_the_numbers_when_the_ordering_holds_but_its_size_does_not():
+    # separation 0.30 - 0.10 = 0.2; the Transformer moves by 0.12 over the steps (>= half); pooling raises the CNN
+    studies = {"cnn": study([0.10, 0.10, 0.10], [0.10, 0.10, 0.10], [0.08, 0.09, 0.10], scale_spread=(0.5, 0.6)),
+               "transformer": study([0.30, 0.30, 0.30], [0.25, 0.30, 0.37], [0.40, 0.35, 0.30], scale_spread=(3, 4))}
+    verdict = convergence_verdict(studies, SETTINGS, FAMILIES)
+    assert verdict.unconverged == ["transformer"] and verdict.ordering_margin > 0
+    assert "the ordering holds in every run, but its size is not settled" in verdict.conclusion
+    assert "separates the families in every run, by at least 2.40 decades" in verdict.conclusion
+    assert "lowers JS⁰ for transformer and not for the others" in verdict.conclusion
 
 
 def test_without_both_families_nothing_is_converged():
