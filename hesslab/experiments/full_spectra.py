@@ -17,9 +17,11 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from hesslab.experiments import verdicts
 from hesslab.experiments.data import default_device, to_device
 from hesslab.experiments.gap import STAGES, gap_study
 from hesslab.experiments.training import default_workers
@@ -167,5 +169,68 @@ def cross_family_js(spectra: dict[str, dict[float, SpectralDensity]], a: str, b:
             for s in stages}
 
 
-__all__ = ["BATCHNORM", "NORMALIZE_K", "spectra_over_training", "full_spectrum",
-           "normalized_by_lambda10", "cross_family_js"]
+def cross_js_table(spectra_by_seed: dict, families: dict[str, str], variant: str = "log") -> pd.DataFrame:
+    """JS between the λ₁₀-normalised full spectra of every pair of models, per seed and stage.
+
+    Args:
+        spectra_by_seed: seed -> model -> stage -> :class:`~hesslab.SpectralDensity`
+            (:func:`spectra_over_training` per seed).
+        families: model -> family.
+        variant: a JS⁰ variant (:data:`hesslab.experiments.heterogeneity.JS_VARIANTS`).
+
+    Returns:
+        One row per (seed, pair, stage): ``seed``, ``kind`` (``"cross"`` for a CNN and a
+        Transformer, ``"within"`` for two models of one family), ``pair``, ``stage``, ``js``.
+    """
+    rows = []
+    for seed, spectra in spectra_by_seed.items():
+        names = list(spectra)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                pair = {families[a], families[b]}
+                kind = "cross" if pair == {"cnn", "transformer"} else "within" if len(pair) == 1 else None
+                if kind is None:
+                    continue
+                for stage, js in cross_family_js(spectra, a, b, variant).items():
+                    rows.append({"seed": seed, "kind": kind, "pair": f"{a} vs {b}", "stage": stage, "js": js})
+    return pd.DataFrame(rows)
+
+
+#: Figure 1's claim holds when the median CNN-vs-Transformer JS is at most this many times
+#: the median same-family JS (the family does not show in the full spectrum)
+ALIKE_FACTOR = 1.5
+
+
+def figure1_verdicts(cross: pd.DataFrame, blockwise: pd.Series) -> dict[str, verdicts.Verdict]:
+    """The two parts of Figure 1's claim, judged over seeds.
+
+    * ``"alike"``: the full spectra of a CNN and a Transformer differ no more than two models
+      of one family do: per seed, median same-family JS × :data:`ALIKE_FACTOR` over median
+      CNN-vs-Transformer JS above 1 (:func:`verdicts.ratio_verdict`);
+    * ``"blocks_differ_more"``: the blocks of one Transformer differ more among themselves
+      than a CNN's and a Transformer's full spectra: per seed, the median Transformer JS⁰
+      (``blockwise``, indexed by seed) over the median CNN-vs-Transformer JS above 1.
+
+    Args:
+        cross: :func:`cross_js_table` output.
+        blockwise: seed -> the median blockwise JS⁰ of the Transformers (same variant).
+    """
+    medians = cross.groupby(["seed", "kind"]).js.median().unstack()
+    out = {}
+    if "within" in medians and "cross" in medians:
+        out["alike"] = verdicts.ratio_verdict(ALIKE_FACTOR * medians.within, medians.cross,
+                                              what=f"{ALIKE_FACTOR:g} × same-family / CNN-vs-Transformer median JS")
+    seeds = medians.index.intersection(blockwise.index)
+    out["blocks_differ_more"] = verdicts.ratio_verdict(blockwise.loc[seeds], medians.cross.loc[seeds],
+                                                       what="Transformer JS⁰ / CNN-vs-Transformer full-spectrum JS")
+    return out
+
+
+def spike_share(spectrum: SpectralDensity, width: float = 0.1) -> float:
+    """The share of spectral mass within ``±width`` of zero (nodes weighted, probes averaged)."""
+    nodes = np.nan_to_num(spectrum.nodes, nan=np.inf)
+    return float((spectrum.weights * (np.abs(nodes) < width)).sum() / spectrum.num_probes)
+
+
+__all__ = ["BATCHNORM", "NORMALIZE_K", "ALIKE_FACTOR", "spectra_over_training", "full_spectrum",
+           "normalized_by_lambda10", "cross_family_js", "cross_js_table", "figure1_verdicts", "spike_share"]

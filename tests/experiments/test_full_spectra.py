@@ -74,3 +74,36 @@ def test_cross_family_js_is_zero_for_identical_spectra_and_stages_are_checked():
     assert fs.cross_family_js(spectra, "a", "b")[0.0] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="not kept"):
         fs.spectra_over_training("gpt2-nano", "smoke", stages=(0.25,))
+
+
+def _cross(cross_level, within_level, noise=0.01, seeds=3):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = [{"seed": s, "kind": kind, "pair": f"{kind}{i}", "stage": stage, "js": level + noise * rng.standard_normal()}
+            for s in range(seeds) for kind, level in [("cross", cross_level), ("within", within_level)]
+            for i in range(2) for stage in (0.0, 1.0)]
+    return pd.DataFrame(rows)
+
+
+def test_figure1_verdicts_reject_full_spectra_that_carry_the_family():
+    import pandas as pd
+
+    from hesslab.experiments.full_spectra import figure1_verdicts
+
+    blockwise = pd.Series([0.3, 0.3, 0.3])
+    alike = figure1_verdicts(_cross(0.05, 0.05), blockwise)
+    assert alike["alike"].holds and alike["blocks_differ_more"].holds
+    # CNN-vs-Transformer pairs far apart, same-family pairs close: the family shows
+    carries = figure1_verdicts(_cross(0.2, 0.05), blockwise)
+    assert not carries["alike"].holds
+    # full spectra differ more than a Transformer's blocks do
+    assert not figure1_verdicts(_cross(0.5, 0.5), blockwise)["blocks_differ_more"].holds
+
+
+def test_spike_share_counts_mass_near_zero():
+    from hesslab import SpectralDensity
+    from hesslab.experiments.full_spectra import spike_share
+
+    s = SpectralDensity.from_eigenvalues(np.array([0.0, 0.05, -0.05, 1.0]))
+    assert spike_share(s) == pytest.approx(0.75) and spike_share(s, width=0.01) == pytest.approx(0.25)
