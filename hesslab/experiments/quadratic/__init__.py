@@ -7,8 +7,8 @@ The problem is
 with ``L`` blocks of equal size ``d`` (``n = L d`` parameters), a random orthogonal
 ``Q_l`` per block and eigenvalues ``Λ_l`` taken from one of four *cases*:
 
-1. heterogeneous, "GPT-2-like": every block has its own spectrum (shape and scale);
-2. homogeneous, "CNN-like": the blocks share one spectrum shape and scale;
+1. four blocks of GPT-2 (heterogeneous in the paper), measured;
+2. four blocks of ResNet18 (homogeneous in the paper), measured;
 3. heterogeneous, synthetic: block ``l`` lies in its own narrow interval of ``[1, κ]``;
 4. homogeneous, synthetic: every block spans ``[1, κ]`` with the same distribution.
 
@@ -18,11 +18,11 @@ blocks, so relative ranges are kept) to ``[1, κ]``: ``κ(H) = κ`` exactly (the
 homogeneous (t = 0) and the heterogeneous (t = 1) case of a family (``"model"``: Cases 2
 → 1, ``"synthetic"``: Cases 4 → 3), quantile by quantile on a log axis.
 
-Block spectra for Cases 1 and 2 are read from ``data/quadratic_block_spectra.json``.
-The shipped file holds **stand-in** spectra made by :func:`standin_block_spectra` (a
-bulk plus a few outliers per block, shaped after the paper's GPT-2 and CNN blocks), not
-spectra measured on a model; any file of the same format (e.g. exact block spectra of
-the book's small models) can replace it.
+Block spectra for Cases 1 and 2 are read from ``data/quadratic_block_spectra.json``:
+exact eigenvalues of four blocks of the book's smoke-size GPT-2 and ResNet-18 at
+initialisation, measured by :func:`measure_block_spectra` (regenerate the file with
+``python -m hesslab.experiments.quadratic``). They are indefinite; the common affine map
+onto ``[1, κ]`` shifts the most negative eigenvalue to 1.
 
 Optimisers (each returns a :class:`Run` with the history of ‖∇f‖ per iteration):
 :func:`gd` (optimal step 2/(L+μ), a fixed step or the best of a grid), :func:`blockwise_gd`
@@ -33,6 +33,8 @@ correction is GD preconditioned by diag(|g₀|)⁻¹), :func:`preconditioned_gd`
 grid) and stop as soon as one rate reaches the tolerance, so the best rate's iteration
 count is exact. :func:`theory_bounds` evaluates the complexity bounds of the paper's
 Section 4 (constants unverified) and the exact linear-algebra bounds for this instance.
+:func:`seed_runs` repeats the comparison over seeds and :func:`case_verdicts` decides, per
+case and with margins, whether the paper's GD-vs-Adam claim reproduces.
 
 The book's reproduction notes (``book/reproduction.md``) state, per figure, what the paper
 specifies, what is unverified and which choice the book makes.
@@ -41,27 +43,31 @@ specifies, what is unverified and which choice the book makes.
 from hesslab.experiments.quadratic.optimizers import (ADAM_LRS, DEFAULT_TOL, GD_FACTORS, MOMENTUM_FACTORS, SIGN_LRS,
                                                       Run, adam, blockwise_gd, compare, gd, heavy_ball,
                                                       preconditioned_gd, sign_descent)
-from hesslab.experiments.quadratic.problems import (CASES, PAPER_KAPPA, QuadraticProblem, block_quadratic, case_spectra,
-                                                    interpolate_spectra, make_case, make_problem, model_block_spectra,
-                                                    random_orthogonal, scale_to_condition_number,
-                                                    synthetic_block_spectra)
-from hesslab.experiments.quadratic.spectra_files import (SPECTRA_FILE, load_block_spectra, save_block_spectra,
-                                                         standin_block_spectra, write_spectra_file)
-from hesslab.experiments.quadratic.theory import (format_ratio, heterogeneity_sweep, interactive_runs, iteration_ratio,
-                                                  measured_ratios, theory_bounds)
+from hesslab.experiments.quadratic.problems import (CASE_FAMILIES, CASES, PAPER_KAPPA, QuadraticProblem,
+                                                    block_quadratic, case_spectra, interpolate_spectra, make_case,
+                                                    make_problem, model_block_spectra, model_spectra_table, random_orthogonal,
+                                                    scale_to_condition_number, synthetic_block_spectra)
+from hesslab.experiments.quadratic.spectra_files import (MODEL_FAMILIES, SPECTRA_FILE, load_block_spectra,
+                                                         measure_block_spectra, model_blocks, save_block_spectra,
+                                                         write_measured_spectra)
+from hesslab.experiments.quadratic.theory import (ADAM_FASTER, CLAIM_TEXT, ON_PAR, PAPER_CLAIMS, CaseVerdict, Verdict,
+                                                  case_verdicts, format_ratio, heterogeneity_sweep, interactive_runs,
+                                                  iteration_ratio, measured_ratios, ratio_spread, seed_runs,
+                                                  sign_descent_summary, theory_bounds, verdict_table)
 
 __all__ = [
     # problems (problems.py)
-    "CASES", "PAPER_KAPPA", "QuadraticProblem", "make_case", "make_problem", "block_quadratic",
-    "case_spectra", "synthetic_block_spectra", "model_block_spectra", "interpolate_spectra",
+    "CASES", "CASE_FAMILIES", "PAPER_KAPPA", "QuadraticProblem", "make_case", "make_problem", "block_quadratic",
+    "case_spectra", "synthetic_block_spectra", "model_block_spectra", "model_spectra_table", "interpolate_spectra",
     "scale_to_condition_number", "random_orthogonal",
     # block spectra files (spectra_files.py)
-    "SPECTRA_FILE", "load_block_spectra", "save_block_spectra", "standin_block_spectra",
-    "write_spectra_file",
+    "SPECTRA_FILE", "MODEL_FAMILIES", "load_block_spectra", "save_block_spectra", "measure_block_spectra",
+    "model_blocks", "write_measured_spectra",
     # optimisers (optimizers.py)
     "Run", "gd", "heavy_ball", "blockwise_gd", "preconditioned_gd", "adam", "sign_descent", "compare",
     "DEFAULT_TOL", "GD_FACTORS", "MOMENTUM_FACTORS", "ADAM_LRS", "SIGN_LRS",
     # theory and the measured claim (theory.py)
     "theory_bounds", "iteration_ratio", "measured_ratios", "format_ratio", "heterogeneity_sweep",
-    "interactive_runs",
+    "interactive_runs", "seed_runs", "case_verdicts", "verdict_table", "CaseVerdict", "Verdict", "PAPER_CLAIMS",
+    "CLAIM_TEXT", "ADAM_FASTER", "ON_PAR", "ratio_spread", "sign_descent_summary",
 ]

@@ -17,16 +17,25 @@ from hesslab.experiments.quadratic.spectra_files import load_block_spectra
 PAPER_KAPPA = 5000.0
 
 CASES = {
-    1: ("model", 1.0, "Case 1: heterogeneous (GPT-2-like blocks)"),
-    2: ("model", 0.0, "Case 2: homogeneous (CNN-like blocks)"),
+    1: ("model", 1.0, "Case 1: GPT-2 blocks"),
+    2: ("model", 0.0, "Case 2: ResNet-18 blocks"),
     3: ("synthetic", 1.0, "Case 3: heterogeneous (synthetic)"),
     4: ("synthetic", 0.0, "Case 4: homogeneous (synthetic)"),
 }
-"""case number -> (family, heterogeneity, title)."""
+"""case number -> (family, heterogeneity, title). The paper: Cases 1 and 3 heterogeneous, 2 and 4 homogeneous."""
+
+#: Spectra family (in the block-spectra file) of Case 1 and of Case 2.
+CASE_FAMILIES = {1: "gpt2", 2: "resnet18"}
 
 # --------------------------------------------------------------------------- spectra
 def scale_to_condition_number(eigenvalues, kappa: float = PAPER_KAPPA) -> np.ndarray:
     """Shift and scale eigenvalues (one affine map for all) onto ``[1, kappa]``.
+
+    ``λ ↦ 1 + (λ − λ_min)(κ − 1)/(λ_max − λ_min)`` with the minimum and maximum over
+    *all* entries: the paper's "shift and scale" of the pooled block spectra. Negative
+    and zero eigenvalues are kept and shifted with the rest (the most negative one
+    becomes 1); relative gaps, and hence each block's position and width on a linear
+    axis, are preserved.
 
     Args:
         eigenvalues: ``[L, d]`` (or any shape) real eigenvalues, not all equal.
@@ -132,10 +141,11 @@ def _check_sizes(num_blocks: int, block_size: int) -> None:
 def model_block_spectra(
     family: str, *, block_size: int = 100, kappa: float = PAPER_KAPPA, path=None,
 ) -> tuple[list[str], np.ndarray]:
-    """Block spectra of Case 1 (``"gpt2-like"``) or Case 2 (``"cnn-like"``).
+    """Block spectra of Case 1 (``"gpt2"``) or Case 2 (``"resnet18"``).
 
-    Each stored block spectrum is reduced to ``block_size`` quantiles (its minimum and
-    maximum kept), then all blocks are shifted and scaled together to ``[1, κ]``.
+    Each stored block spectrum (measured, indefinite) is reduced to ``block_size``
+    quantiles (its minimum and maximum kept), then all blocks of the family are shifted
+    and scaled together onto ``[1, κ]`` by :func:`scale_to_condition_number`.
 
     Args:
         family: a family in the spectra file.
@@ -153,6 +163,35 @@ def model_block_spectra(
     names = list(families[family])
     raw = np.stack([_quantiles(families[family][n], block_size) for n in names])
     return names, scale_to_condition_number(raw, kappa)
+
+
+def model_spectra_table(*, block_size: int = 100, kappa: float = PAPER_KAPPA, path=None):
+    """The measured blocks of Cases 1–2, before and after the common map onto ``[1, κ]``.
+
+    Args:
+        block_size: eigenvalues per block ``d`` (quantiles of each measured spectrum).
+        kappa: global condition number.
+        path: spectra file (default :data:`SPECTRA_FILE`).
+
+    Returns:
+        A DataFrame with one row per (case, block): ``case``, ``block``, ``dim`` (measured
+        eigenvalues), ``lambda_min``, ``lambda_max``, ``negative`` (share of eigenvalues
+        below ``−1e-12 · max|λ|``), ``abs_max`` (largest |λ|), and after the map
+        ``scaled_min``, ``scaled_max`` and ``block_kappa``.
+    """
+    import pandas as pd
+
+    _, families = load_block_spectra(path)
+    rows = []
+    for case, family in CASE_FAMILIES.items():
+        names, scaled = model_block_spectra(family, block_size=block_size, kappa=kappa, path=path)
+        for name, ev, sc in zip(names, (families[family][n] for n in names), scaled):
+            top = float(np.abs(ev).max())
+            rows.append({"case": case, "block": name, "dim": int(ev.size), "lambda_min": float(ev.min()),
+                         "lambda_max": float(ev.max()), "negative": float(np.mean(ev < -1e-12 * top)),
+                         "abs_max": top, "scaled_min": float(sc.min()), "scaled_max": float(sc.max()),
+                         "block_kappa": float(sc.max() / sc.min())})
+    return pd.DataFrame(rows)
 
 
 def case_spectra(
@@ -175,8 +214,8 @@ def case_spectra(
         ``(block_names, eigenvalues [L, d])``, minimum 1 and maximum ``kappa``.
     """
     if family == "model":
-        names, het = model_block_spectra("gpt2-like", block_size=block_size, kappa=kappa, path=path)
-        names0, hom = model_block_spectra("cnn-like", block_size=block_size, kappa=kappa, path=path)
+        names, het = model_block_spectra(CASE_FAMILIES[1], block_size=block_size, kappa=kappa, path=path)
+        names0, hom = model_block_spectra(CASE_FAMILIES[2], block_size=block_size, kappa=kappa, path=path)
         if hom.shape != het.shape:
             raise ValueError(f"the two families need equal block counts, got {hom.shape} and {het.shape}")
         if heterogeneity == 1.0:

@@ -1,15 +1,18 @@
-"""The complexity bounds of the paper's Section 4 and the measured iteration ratios."""
+"""The complexity bounds of the paper's Section 4, the measured iteration ratios and the per-case verdicts."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
+import pandas as pd
 
-from hesslab.experiments.quadratic.optimizers import (DEFAULT_TOL, Run, _check_budget, adam, blockwise_gd, compare,
-                                                      gd)
-from hesslab.experiments.quadratic.problems import PAPER_KAPPA, QuadraticProblem, make_problem
+from hesslab.experiments.quadratic.optimizers import (DEFAULT_TOL, SIGN_LRS, Run, _check_budget, adam, blockwise_gd,
+                                                      compare, gd, sign_descent)
+from hesslab.experiments.quadratic.problems import PAPER_KAPPA, QuadraticProblem, make_case, make_problem
 
 # --------------------------------------------------------------------------- theory
 def _iterations_for_rate(rate: float, tol: float, prefactor: float = 1.0) -> float:
@@ -173,3 +176,245 @@ def heterogeneity_sweep(family: str = "model", ts: Sequence[float] = (0.0, 0.25,
         for m in methods:
             out[m].append(np.nan if runs[m].iterations is None else runs[m].iterations)
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- the paper's claim, per case
+#: The paper's Figure 8 per case: ``"adam"`` (GD needs far more iterations than Adam: the
+#: heterogeneous Cases 1 and 3) or ``"par"`` (GD about on par with Adam: the homogeneous
+#: Cases 2 and 4).
+PAPER_CLAIMS = {1: "adam", 2: "par", 3: "adam", 4: "par"}
+CLAIM_TEXT = {"adam": "Adam ≫ GD", "par": "GD ≈ Adam"}
+
+#: The book's margins: "Adam ≫ GD" needs GD/Adam ≥ ADAM_FASTER (iteration counts to the
+#: tolerance); "GD ≈ Adam" needs GD/Adam ≤ ON_PAR (GD at most twice Adam's count; GD faster
+#: than Adam also counts, as the claim is that Adam has no edge there).
+ADAM_FASTER = 5.0
+ON_PAR = 2.0
+
+
+class Verdict(str, Enum):
+    """Whether a case reproduces the paper's claim, over seeds."""
+
+    REPRODUCES = "reproduces"
+    MIXED = "mixed"
+    DOES_NOT = "does not reproduce"
+
+
+@dataclass(frozen=True)
+class CaseVerdict:
+    """The paper's claim on one case, checked on the runs of several seeds.
+
+    Attributes:
+        case: the case number.
+        claim: ``"adam"`` or ``"par"`` (see :data:`PAPER_CLAIMS`).
+        ratios: ``[S]`` GD/Adam iteration ratio per seed (a bound where a run did not
+            reach the tolerance, see ``kinds``).
+        kinds: per seed, ``"="``, ``">="``, ``"<="`` or ``"?"`` (:func:`iteration_ratio`).
+        holds: per seed, whether the claim holds with its margin (None: undecided, a bound
+            on the wrong side of the margin).
+        faster: the margin of ``"adam"``.
+        on_par: the margin of ``"par"``.
+    """
+
+    case: int
+    claim: str
+    ratios: np.ndarray
+    kinds: tuple[str, ...]
+    holds: tuple[bool | None, ...]
+    faster: float = ADAM_FASTER
+    on_par: float = ON_PAR
+
+    @property
+    def expected(self) -> str:
+        """The paper's claim in words, with the margin."""
+        return (f"Adam ≫ GD (GD/Adam ≥ {self.faster:g})" if self.claim == "adam"
+                else f"GD ≈ Adam (GD/Adam ≤ {self.on_par:g})")
+
+    @property
+    def geometric_mean(self) -> float:
+        """Geometric mean of the ratios over seeds (NaN if any is undefined)."""
+        r = np.asarray(self.ratios, dtype=np.float64)
+        return float(np.exp(np.mean(np.log(r)))) if r.size and np.all(r > 0) else float("nan")
+
+    @property
+    def low(self) -> float:
+        """Smallest ratio over seeds."""
+        return float(np.nanmin(self.ratios)) if np.isfinite(self.ratios).any() else float("nan")
+
+    @property
+    def high(self) -> float:
+        """Largest ratio over seeds."""
+        return float(np.nanmax(self.ratios)) if np.isfinite(self.ratios).any() else float("nan")
+
+    @property
+    def agreeing(self) -> int:
+        """Number of seeds on which the claim holds."""
+        return sum(h is True for h in self.holds)
+
+    @property
+    def verdict(self) -> Verdict:
+        """REPRODUCES if the claim holds on every seed, DOES_NOT if it fails on every seed, else MIXED."""
+        if self.holds and all(h is True for h in self.holds):
+            return Verdict.REPRODUCES
+        if self.holds and all(h is False for h in self.holds):
+            return Verdict.DOES_NOT
+        return Verdict.MIXED
+
+    @property
+    def reproduces(self) -> bool:
+        """Whether the claim holds on every seed."""
+        return self.verdict is Verdict.REPRODUCES
+
+
+def _claim_holds(claim: str, ratio: float, kind: str, faster: float, on_par: float) -> bool | None:
+    """Whether GD/Adam = ``ratio`` (or a bound on it, ``kind``) satisfies ``claim`` with its margin."""
+    if kind == "?" or not np.isfinite(ratio):
+        return None
+    if claim == "adam":
+        ok = ratio >= faster
+        # a lower bound that clears the margin, or an upper bound that misses it, decides
+        return ok if kind == "=" or (kind == ">=" and ok) or (kind == "<=" and not ok) else None
+    if claim == "par":
+        ok = ratio <= on_par
+        return ok if kind == "=" or (kind == "<=" and ok) or (kind == ">=" and not ok) else None
+    raise ValueError(f"claim must be 'adam' or 'par', got {claim!r}")
+
+
+def case_verdicts(runs: dict[int, Sequence[dict[str, Run]]], *, faster: float = ADAM_FASTER,
+                  on_par: float = ON_PAR, claims: dict[int, str] | None = None, slow: str = "GD",
+                  fast: str = "Adam") -> dict[int, CaseVerdict]:
+    """The paper's GD-vs-Adam claim per case, over seeds, with margins.
+
+    Args:
+        runs: ``{case: [ {name: Run} for each seed ]}`` (e.g. from :func:`seed_runs`).
+        faster: margin of the heterogeneous claim "Adam ≫ GD": GD/Adam ≥ ``faster``.
+        on_par: margin of the homogeneous claim "GD ≈ Adam": GD/Adam ≤ ``on_par``.
+        claims: ``{case: "adam" or "par"}`` (default :data:`PAPER_CLAIMS`).
+        slow: the run whose count is the numerator (GD).
+        fast: the run whose count is the denominator (Adam).
+
+    Returns:
+        ``{case: CaseVerdict}`` in the order of ``runs``.
+    """
+    if not (faster >= 1 and on_par >= 1):
+        raise ValueError(f"margins must be >= 1, got faster={faster}, on_par={on_par}")
+    claims = PAPER_CLAIMS if claims is None else claims
+    out = {}
+    for case, per_seed in runs.items():
+        if case not in claims:
+            raise ValueError(f"no claim for case {case!r}; known: {sorted(claims)}")
+        if not per_seed:
+            raise ValueError(f"case {case}: no runs")
+        pairs = [iteration_ratio(r[slow], r[fast]) for r in per_seed]
+        ratios = np.array([p[0] for p in pairs], dtype=np.float64)
+        kinds = tuple(p[1] for p in pairs)
+        holds = tuple(_claim_holds(claims[case], r, k, faster, on_par) for r, k in pairs)
+        out[case] = CaseVerdict(case, claims[case], ratios, kinds, holds, faster, on_par)
+    return out
+
+
+def ratio_spread(runs: Sequence[dict[str, Run]], slow: str, fast: str) -> tuple[float, float, float]:
+    """Geometric mean, minimum and maximum over seeds of ``slow``/``fast`` iteration ratios.
+
+    Args:
+        runs: ``[ {name: Run} for each seed ]``.
+        slow: numerator run name.
+        fast: denominator run name.
+
+    Returns:
+        ``(geometric mean, min, max)``; bounds (:func:`iteration_ratio`) count as values.
+    """
+    r = np.array([iteration_ratio(x[slow], x[fast])[0] for x in runs], dtype=np.float64)
+    geo = float(np.exp(np.mean(np.log(r)))) if np.all(r > 0) else float("nan")
+    return geo, float(np.nanmin(r)), float(np.nanmax(r))
+
+
+def verdict_table(verdicts: dict[int, CaseVerdict], titles: dict[int, str] | None = None) -> pd.DataFrame:
+    """One row per case: the paper's claim, GD/Adam over seeds and the verdict.
+
+    Args:
+        verdicts: from :func:`case_verdicts`.
+        titles: optional row labels per case.
+
+    Returns:
+        A DataFrame with columns ``paper``, ``GD/Adam (geometric mean)``, ``min``, ``max``,
+        ``seeds agreeing`` and ``verdict``.
+    """
+    def fmt(x):
+        return "n/a" if not np.isfinite(x) else (f"{x:.2g}" if x < 10 else f"{x:.0f}")
+
+    rows = {}
+    for case, v in verdicts.items():
+        bounded = "" if all(k == "=" for k in v.kinds) else " *"
+        rows[(titles or {}).get(case, f"Case {case}")] = {
+            "paper": v.expected, "GD/Adam (geometric mean)": fmt(v.geometric_mean) + bounded,
+            "min": fmt(v.low), "max": fmt(v.high), "seeds agreeing": f"{v.agreeing}/{len(v.holds)}",
+            "verdict": v.verdict.value,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def seed_runs(cases: Sequence[int] = (1, 2, 3, 4), seeds: Sequence[int] = range(5), *,
+              methods: Sequence[str] = ("GD", "Adam", "GD + momentum", "blockwise GD"),
+              tol: float = DEFAULT_TOL, max_iter: int = 100_000, **problem) -> dict[int, list[dict[str, Run]]]:
+    """:func:`compare` on every case for every seed of the rotations, ``b`` and ``w_0``.
+
+    Args:
+        cases: case numbers.
+        seeds: problem seeds.
+        methods: passed to :func:`compare`.
+        tol: relative gradient-norm tolerance.
+        max_iter: iteration budget per run.
+        **problem: passed to :func:`make_case` (``kappa``, ``block_size``, ``path``, ...).
+
+    Returns:
+        ``{case: [ {name: Run} for each seed ]}``.
+    """
+    return {case: [compare(make_case(case, seed=seed, **problem), tol=tol, max_iter=max_iter, methods=methods)
+                   for seed in seeds] for case in cases}
+
+
+def sign_descent_summary(problem: QuadraticProblem, budget: int, *, lrs: Sequence[float] = SIGN_LRS,
+                         tol: float = DEFAULT_TOL) -> dict:
+    """Why the scaled sign descent of :func:`compare` misses the tolerance: its rates, measured and bounded.
+
+    The step ``(η/n) ‖g‖₁ sign(g)`` is ℓ∞-steepest descent. With the ℓ∞ smoothness
+    ``L∞ = max_{‖v‖∞ ≤ 1} vᵀHv ≤ Σ_ij |H_ij|`` it decreases f for ``η ≤ n/L∞`` (so
+    ``η ≤ n / Σ|H_ij|`` is safe), and then ``f − f*`` contracts by at least
+    ``1 − λ_min/L∞`` per step: ``L∞/λ_min`` plays the role of GD's κ. For a block with a
+    random rotation ``L∞`` is far above ``λ_max`` (a sign vector has ‖v‖₂² = n), so this
+    guarantee is much weaker than GD's.
+
+    Args:
+        problem: the quadratic.
+        budget: iterations run per rate (e.g. GD's count, as in :func:`compare`).
+        lrs: the grid of rates η.
+        tol: relative gradient-norm tolerance.
+
+    Returns:
+        ``{"diverged": rates whose ‖g‖ grew, "lr": the best stable rate (None if none),
+        "final": its ‖g_budget‖/‖g_0‖, "rate": its mean per-iteration factor of ‖g‖ over the
+        second half of the run, "extrapolated": iterations that rate needs from ‖g_0‖ to the
+        tolerance, "safe_lr": n/Σ|H_ij|, "l_inf_kappa": Σ|H_ij|/λ_min (an upper bound on
+        L∞/λ_min), "kappa": κ(H)}``.
+    """
+    H = problem.blocks
+    sum_abs = float(np.abs(H).sum())
+    out = {"diverged": [], "lr": None, "final": float("nan"), "rate": float("nan"), "extrapolated": float("nan"),
+           "safe_lr": problem.dim / sum_abs, "l_inf_kappa": sum_abs / float(problem.eigenvalues.min()),
+           "kappa": problem.kappa}
+    best = None
+    for lr in lrs:
+        run = sign_descent(problem, float(lr), tol=tol, max_iter=budget)
+        g = run.relative_grad_norms
+        if not (np.isfinite(g[-1]) and g[-1] < 1):
+            out["diverged"].append(float(lr))
+        elif best is None or g[-1] < best.relative_grad_norms[-1]:
+            best = run
+    if best is not None:
+        g = best.relative_grad_norms
+        half = (len(g) - 1) // 2
+        rate = float((g[-1] / g[half]) ** (1.0 / max(len(g) - 1 - half, 1)))
+        out.update(lr=best.lr, final=float(g[-1]), rate=rate,
+                   extrapolated=math.log(tol) / math.log(rate) if 0 < rate < 1 else math.inf)
+    return out
