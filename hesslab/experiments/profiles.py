@@ -148,22 +148,32 @@ _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 51
 _VGG_SMOKE = dict(stages=[8, "M", 16, "M"], channels=1, image=8, classes=10, hidden=32)
 _VGG_CPU = dict(stages=[16, 16, "M", 32, 32, "M", 64, "M"], channels=1, image=8, classes=10, hidden=128)
 _VGG_PAPER = dict(stages=_VGG16, channels=3, image=224, classes=1000, hidden=4096)
+# ResNet-18 at 8×8: the CIFAR stem (3×3 stride-1 convolution, no max-pool; He et al.'s CIFAR
+# ResNets). The paper's ImageNet stem (7×7 stride 2 + max-pool) shrinks an 8×8 digit to 2×2,
+# where the 3×3 convolutions see mostly zero padding: 56 % and 89 % of two cpu-size blocks'
+# weights had exactly zero gradient (hesslab.zero_gradient_fractions). Paper size keeps the
+# ImageNet stem (224 → 56 × 56 after the stem, as the paper's ResNet-18).
+_RESNET_SMALL = dict(channels=1, image=8, classes=10, stem="cifar")
 _TINY_TEXT = dict(layers=1, heads=2, width=16, context=16, vocab=32)
 _CPU_TEXT = dict(layers=2, heads=4, width=64, context=64, vocab=96)
+# BERT at smoke and cpu size: one token type (as RoBERTa). The masked-LM data are single
+# segments, so BERT's second token type never occurs and its embedding row (half the
+# token_type_embeddings block) would get exactly zero gradient. Paper size keeps BERT's 2.
+_BERT_SMALL = dict(token_types=1)
 
 _MODELS = {
     "smoke": {
-        "gpt2": _TINY_TEXT | dict(layers=2), "gpt2-nano": _TINY_TEXT, "bert": _TINY_TEXT,
+        "gpt2": _TINY_TEXT | dict(layers=2), "gpt2-nano": _TINY_TEXT, "bert": _TINY_TEXT | _BERT_SMALL,
         "vit-base": dict(image=8, patch=4, channels=1, width=16, layers=1, heads=2, classes=10),
-        "resnet18": dict(depths=[1], widths=[8], channels=1, image=8, classes=10),
+        "resnet18": dict(depths=[1], widths=[8]) | _RESNET_SMALL,
         "vgg16": _VGG_SMOKE, "vgg16-bn": _VGG_SMOKE | dict(batch_norm=True),
         "mlp-mixer": dict(image=8, patch=4, channels=1, width=16, depth=1, classes=10),
         "hetero-mlp": dict(features=64, width=16, depth=3, classes=10, c=1.0),
     },
     "cpu": {
-        "gpt2": _CPU_TEXT | dict(layers=4, width=128), "gpt2-nano": _CPU_TEXT, "bert": _CPU_TEXT,
+        "gpt2": _CPU_TEXT | dict(layers=4, width=128), "gpt2-nano": _CPU_TEXT, "bert": _CPU_TEXT | _BERT_SMALL,
         "vit-base": dict(image=8, patch=2, channels=1, width=64, layers=2, heads=4, classes=10),
-        "resnet18": dict(depths=[1, 1], widths=[16, 32], channels=1, image=8, classes=10),
+        "resnet18": dict(depths=[1, 1], widths=[16, 32]) | _RESNET_SMALL,
         "vgg16": _VGG_CPU, "vgg16-bn": _VGG_CPU | dict(batch_norm=True),
         "mlp-mixer": dict(image=8, patch=2, channels=1, width=64, depth=2, classes=10),
         "hetero-mlp": dict(features=64, width=64, depth=4, classes=10, c=1.0),
@@ -175,7 +185,8 @@ _MODELS = {
         "gpt2-nano": dict(layers=6, heads=6, width=384, context=256, vocab=65),
         "bert": dict(layers=8, heads=8, width=512, context=512, vocab=30522),
         "vit-base": dict(image=224, patch=16, channels=3, width=768, layers=12, heads=12, classes=1000),
-        "resnet18": dict(depths=[2, 2, 2, 2], widths=[64, 128, 256, 512], channels=3, image=224, classes=1000),
+        "resnet18": dict(depths=[2, 2, 2, 2], widths=[64, 128, 256, 512], channels=3, image=224, classes=1000,
+                         stem="imagenet"),
         "vgg16": _VGG_PAPER, "vgg16-bn": _VGG_PAPER | dict(batch_norm=True),
         # the paper's mixer size is unverified: an 8-block, 512-wide mixer (about 18M)
         "mlp-mixer": dict(image=224, patch=16, channels=3, width=512, depth=8, classes=1000),

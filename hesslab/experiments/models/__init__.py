@@ -12,6 +12,9 @@ constructor arguments of every size are in :mod:`hesslab.experiments.profiles`. 
 sizes (parameter counts, tested within ±10 %): GPT-2 124M, GPT-2-nano 11M, BERT 40M
 (configuration unverified), ViT-base 86M, ResNet-18 11.7M, VGG-16 138M; the MLP-mixer's
 size in the paper is unverified (see the book's reproduction notes, ``book/reproduction.md``).
+Below paper size two families leave the paper's architecture where the miniature would leave
+weights out of its data's reach (exactly zero gradient, :func:`hesslab.zero_gradient_fractions`):
+ResNet-18 takes the CIFAR stem for 8×8 images and BERT one token type for single-segment text.
 """
 
 from __future__ import annotations
@@ -81,11 +84,18 @@ def _gpt2(layers, heads, width, context, vocab):
     return GPT2LMHeadModel._from_config(config, attn_implementation="eager"), {"vocab": vocab, "seq": context}
 
 
-def _bert(layers, heads, width, context, vocab):
+def _bert(layers, heads, width, context, vocab, token_types=2):
+    """Transformers' BERT for masked language modelling; ``token_types`` segment embeddings (BERT: 2).
+
+    The book's masked-LM data are single segments (no sentence pairs, no next-sentence
+    prediction), so only token type 0 ever occurs and the embedding of type 1 gets no
+    gradient: half the ``token_type_embeddings`` block. One token type (as RoBERTa) is
+    what such data can train: a learned vector added at every position.
+    """
     from transformers import BertConfig, BertForMaskedLM
 
     config = BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=4 * width, max_position_embeddings=context,
+                        intermediate_size=4 * width, max_position_embeddings=context, type_vocab_size=token_types,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return BertForMaskedLM._from_config(config, attn_implementation="eager"), {"vocab": vocab, "seq": context}
 
@@ -100,12 +110,38 @@ def _vit(image, patch, channels, width, layers, heads, classes):
             {"channels": channels, "size": image, "classes": classes})
 
 
-def _resnet(depths, widths, channels, image, classes):
-    from transformers import ResNetConfig, ResNetForImageClassification
+#: ResNet stems: ``"imagenet"`` (He et al.: 7×7 stride-2 convolution, 3×3 stride-2 max-pool, a
+#: 4× smaller feature map) and ``"cifar"`` (He et al.'s CIFAR ResNets: one 3×3 stride-1
+#: convolution, no pooling)
+RESNET_STEMS = ("imagenet", "cifar")
 
+
+def _resnet(depths, widths, channels, image, classes, stem="imagenet"):
+    """Transformers' ResNet (basic blocks) with the ImageNet stem or, for small images, the CIFAR stem.
+
+    The ImageNet stem shrinks an 8×8 digit to 2×2 before the first stage, and the 3×3
+    convolutions of a 2×2 (or 1×1) feature map see mostly zero padding: at cpu size 56 % and
+    89 % of two blocks' weights had exactly zero gradient on the Hessian data. The CIFAR stem
+    keeps the input's resolution (8×8 → 8×8 → 4×4 over two stages). ``ResNetConfig`` has no
+    stem option, so the stem's convolution is replaced after construction by the same
+    ``ResNetConvLayer`` (3×3, stride 1, batch-norm, ReLU), initialised as transformers does
+    (Kaiming normal, fan-out), and the max-pool by an identity.
+    """
+    from transformers import ResNetConfig, ResNetForImageClassification
+    from transformers.models.resnet.modeling_resnet import ResNetConvLayer
+
+    if stem not in RESNET_STEMS:
+        raise ValueError(f"unknown ResNet stem {stem!r}; choose one of {RESNET_STEMS}")
     config = ResNetConfig(depths=list(depths), hidden_sizes=list(widths), embedding_size=widths[0],
                           layer_type="basic", num_channels=channels, num_labels=classes)
-    return ResNetForImageClassification(config), {"channels": channels, "size": image, "classes": classes}
+    model = ResNetForImageClassification(config)
+    if stem == "cifar":
+        embeddings = model.resnet.embedder
+        embeddings.embedder = ResNetConvLayer(channels, widths[0], kernel_size=3, stride=1,
+                                              activation=config.hidden_act)
+        nn.init.kaiming_normal_(embeddings.embedder.convolution.weight, mode="fan_out", nonlinearity="relu")
+        embeddings.pooler = nn.Identity()
+    return model, {"channels": channels, "size": image, "classes": classes}
 
 
 def _vgg(stages, channels, image, classes, hidden, batch_norm=False):
