@@ -142,3 +142,39 @@ def test_grid_search_in_worker_processes_equals_the_serial_search(tmp_path):
     again = grid_search(make, built.loss_fn, batches, base, lrs, workers=2, progress=False, cache=tmp_path)[1]
     for lr in lrs:  # served from the cache in this process
         np.testing.assert_array_equal(again[lr].losses, parallel[lr].losses)
+
+
+def test_a_changed_architecture_under_the_gap_studys_cache_key_is_a_new_run(tmp_path):
+    """gap_study keys runs by {"model", "size", "seed", ...}; the built model's structure and values are in the key too.
+
+    So the cpu-size ResNet's new stem (3×3 stride 1, no max-pool, instead of 7×7 stride 2 and a
+    max-pool) is never served the old stem's runs, even a change that keeps every tensor (the pool).
+    """
+    from hesslab.experiments.batches import model_batches
+    from hesslab.experiments.gap import fresh_model
+    from hesslab.experiments.models import _resnet, build
+
+    built = build("resnet18", "smoke")
+    batches = model_batches(built, 2, 8)
+    key = {"model": "resnet18", "size": "smoke", "seed": 0, "data": "batches.model_batches/train",
+           "batch_size": 8, "num_batches": 2}
+
+    def imagenet_stem():  # the smoke ResNet as it was, with the paper's stem
+        return _resnet([1], [8], 1, 8, 10, stem="imagenet")[0].eval()
+
+    def pooled():  # the same tensors as fresh_model's, with the max-pool back: only the structure differs
+        model = fresh_model("resnet18", "smoke", 0)
+        model.resnet.embedder.pooler = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return model
+
+    config = TrainConfig("sgd", 0.01, 2)
+    assert all(torch.equal(a, b) for a, b in zip(pooled().state_dict().values(),
+                                                 fresh_model("resnet18", "smoke", 0).state_dict().values()))
+    runs = [train(make, built.loss_fn, batches, config, cache=tmp_path, cache_key=key, progress=False)
+            for make in (imagenet_stem, lambda: fresh_model("resnet18", "smoke", 0), pooled)]
+    assert len(list((tmp_path / "train").glob("*.npz"))) == 3  # three keys, none served another's run
+    assert not np.array_equal(runs[0].losses, runs[1].losses) and not np.array_equal(runs[1].losses, runs[2].losses)
+    again = train(lambda: fresh_model("resnet18", "smoke", 0), built.loss_fn, batches, config, cache=tmp_path,
+                  cache_key=key, progress=False)
+    np.testing.assert_array_equal(again.losses, runs[1].losses)
+    assert len(list((tmp_path / "train").glob("*.npz"))) == 3  # the same model, the same key: its own run
