@@ -38,8 +38,37 @@ def _digit_images(size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]
     return images.expand(-1, channels, -1, -1).contiguous(), labels
 
 
+#: augmentation of the training images: random shifts of up to this many pixels (a
+#: fresh draw per batch); with it the cpu-size MLP-mixer no longer fits the 1797 digits
+#: within its budget (final loss about 0.2 for AdamW and SGD, from 2.3)
+AUGMENT_SHIFT = 1
+#: optional Gaussian noise on top (pixels are in [0, 1], standard deviation about 0.36); off
+AUGMENT_NOISE = 0.0
+
+
+def augment_images(images: torch.Tensor, seed: int, *, shift: int = AUGMENT_SHIFT,
+                   noise: float = AUGMENT_NOISE) -> torch.Tensor:
+    """Each image shifted by a random whole number of pixels in ``[-shift, shift]`` per axis (zero fill), plus optional noise.
+
+    Args:
+        images: ``[B, C, S, S]``.
+        seed: seed of the shifts and the noise.
+        shift: the largest shift, pixels.
+        noise: standard deviation of the added Gaussian noise.
+
+    Returns:
+        A new ``[B, C, S, S]`` tensor.
+    """
+    g = torch.Generator().manual_seed(seed)
+    size = images.shape[-1]
+    padded = torch.nn.functional.pad(images, (shift, shift, shift, shift))
+    offsets = torch.randint(0, 2 * shift + 1, (images.shape[0], 2), generator=g)
+    out = torch.stack([padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
+    return out + noise * torch.randn(out.shape, generator=g, dtype=out.dtype) if noise else out
+
+
 def model_batches(built: BuiltModel, num_batches: int, batch_size: int, *, seed: int = 0,
-                  split: str = "train") -> list:
+                  split: str = "train", augment: bool = False) -> list:
     """``num_batches`` batches ``(inputs, targets)`` for ``built``, deterministic given the seed.
 
     Args:
@@ -48,6 +77,8 @@ def model_batches(built: BuiltModel, num_batches: int, batch_size: int, *, seed:
         batch_size: sequences or images per batch.
         seed: sampling seed (windows of text, order of images).
         split: ``"train"`` or ``"hessian"`` (the same data, sampled with another seed stream).
+        augment: images only: every batch freshly augmented (:func:`augment_images`), so
+            a model cannot fit the training set by memorising 1797 digits.
 
     Returns:
         A list of batches: tokens ``[B, T]`` with next-token targets, ``{"input_ids": [B, T]}``
@@ -61,6 +92,8 @@ def model_batches(built: BuiltModel, num_batches: int, batch_size: int, *, seed:
     spec = built.inputs
     dtype = next(built.model.parameters()).dtype
     kind = spec["kind"]
+    if augment and kind != "images":
+        raise ValueError(f"augment applies to images only, not to input kind {kind!r}")
     if kind in TEXT_KINDS:
         vocab, seq = spec["vocab"], spec["seq"]
         if kind == "tokens":
@@ -73,6 +106,8 @@ def model_batches(built: BuiltModel, num_batches: int, batch_size: int, *, seed:
             raise ValueError(f"the digits need 10 classes, the model has {spec['classes']}")
         images, labels = _digit_images(spec["size"], spec["channels"])
         batches = _cycled_image_batches(images, labels, batch_size, num_batches, seed)
+        if augment:
+            batches = [(augment_images(x, seed * 100_003 + i), y) for i, (x, y) in enumerate(batches)]
         return [(x.to(dtype), y) for x, y in batches]
     if kind == "vectors":
         if spec["features"] != 64:

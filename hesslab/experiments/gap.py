@@ -34,7 +34,8 @@ def gap_settings(name: str, profile: str) -> dict:
 
     Returns:
         ``{"size", "batch_size", "num_batches", "steps", "schedule", "warmup", "clip", "betas",
-        "weight_decay", "lrs": {optimizer: grid}}``.
+        "weight_decay", "lrs": {optimizer: grid}}``, and ``"augment": True`` where the
+        profile augments the model's training images.
     """
     settings = get_profile(profile)
     modality = spec(name).modality
@@ -122,9 +123,12 @@ def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, pro
     """
     settings = gap_settings(name, profile)
     built = build(name, settings["size"], seed=seed)
-    batches = model_batches(built, settings["num_batches"], settings["batch_size"], seed=seed)
+    augment = settings.get("augment", False)
+    batches = model_batches(built, settings["num_batches"], settings["batch_size"], seed=seed, augment=augment)
     key = {"model": name, "size": settings["size"], "seed": seed, "data": "batches.model_batches/train",
            "batch_size": settings["batch_size"], "num_batches": settings["num_batches"]}
+    if augment:
+        key["augment"] = True
     best, runs = {}, {}
     for optimizer, lrs in settings["lrs"].items():
         base = _train.TrainConfig(optimizer, 0.0, settings["steps"], schedule=settings["schedule"],

@@ -40,3 +40,25 @@ def test_errors():
         model_batches(built, 1, 1, split="test")
     with pytest.raises(ValueError, match=">= 1"):
         model_batches(built, 0, 1)
+
+
+def test_augmented_images_are_shifted_copies_and_only_images_are_augmented():
+    import torch
+
+    from hesslab.experiments.batches import augment_images, model_batches
+    from hesslab.experiments.models import build
+
+    images = torch.zeros(200, 1, 5, 5)
+    images[:, 0, 2, 2] = 1.0
+    out = augment_images(images, seed=3)
+    assert out.shape == images.shape and torch.equal(out, augment_images(images, seed=3))
+    assert torch.equal(out.sum(dim=(1, 2, 3)), torch.ones(200)), "one pixel moved, nothing lost"
+    where = out[:, 0].flatten(1).argmax(1)
+    rows, cols = where // 5, where % 5
+    assert set(rows.tolist()) == {1, 2, 3} and set(cols.tolist()) == {1, 2, 3}, "shifts of -1, 0 and +1 pixel"
+    mixer = build("mlp-mixer", "smoke")
+    plain, shifted = model_batches(mixer, 3, 8), model_batches(mixer, 3, 8, augment=True)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(plain, shifted)), "labels unchanged"
+    assert not torch.equal(plain[0][0], shifted[0][0])
+    with pytest.raises(ValueError, match="images only"):
+        model_batches(build("gpt2-nano", "smoke"), 1, 2, augment=True)
