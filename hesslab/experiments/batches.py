@@ -19,10 +19,11 @@ import hesslab.experiments.data as data
 from hesslab.experiments.models import TEXT_KINDS, BuiltModel
 from hesslab.experiments.profiles import HessianSettings
 
-#: The models of Table 1 / Figure 4 in the paper's column order (CNNs first), plus the mixer.
-TABLE1_MODELS = ("resnet18", "vgg16", "mlp-mixer", "bert", "gpt2-nano", "vit-base", "gpt2")
-
 SPLITS = ("train", "hessian")
+
+#: parts of the offline text: all of it, or one half (the book's pretrained GPT-2 is
+#: pretrained on the first half and measured on the second)
+TEXT_PARTS = ("all", "first-half", "second-half")
 
 
 @functools.lru_cache(maxsize=8)
@@ -30,6 +31,13 @@ def _text_tokens(vocab: int) -> tuple[data.CharTokenizer, torch.Tensor]:
     text = data.stdlib_text()
     tokenizer = data.CharTokenizer.from_text(text, vocab_size=min(vocab, 256))
     return tokenizer, tokenizer.encode(text)
+
+
+def _text_part(ids: torch.Tensor, part: str) -> torch.Tensor:
+    if part not in TEXT_PARTS:
+        raise ValueError(f"unknown text part {part!r}; choose one of {TEXT_PARTS}")
+    half = ids.numel() // 2
+    return {"all": ids, "first-half": ids[:half], "second-half": ids[half:]}[part]
 
 
 @functools.lru_cache(maxsize=8)
@@ -68,7 +76,7 @@ def augment_images(images: torch.Tensor, seed: int, *, shift: int = AUGMENT_SHIF
 
 
 def model_batches(built: BuiltModel, num_batches: int, batch_size: int, *, seed: int = 0,
-                  split: str = "train", augment: bool = False) -> list:
+                  split: str = "train", augment: bool = False, text: str | None = None) -> list:
     """``num_batches`` batches ``(inputs, targets)`` for ``built``, deterministic given the seed.
 
     Args:
@@ -79,6 +87,9 @@ def model_batches(built: BuiltModel, num_batches: int, batch_size: int, *, seed:
         split: ``"train"`` or ``"hessian"`` (the same data, sampled with another seed stream).
         augment: images only: every batch freshly augmented (:func:`augment_images`), so
             a model cannot fit the training set by memorising 1797 digits.
+        text: text models only: the part of the offline text (:data:`TEXT_PARTS`); default
+            the model's own (``built.inputs["text"]``, else ``"all"``). The tokenizer is
+            always that of the whole text.
 
     Returns:
         A list of batches: tokens ``[B, T]`` with next-token targets, ``{"input_ids": [B, T]}``
@@ -94,12 +105,14 @@ def model_batches(built: BuiltModel, num_batches: int, batch_size: int, *, seed:
     kind = spec["kind"]
     if augment and kind != "images":
         raise ValueError(f"augment applies to images only, not to input kind {kind!r}")
+    if text is not None and kind not in TEXT_KINDS:
+        raise ValueError(f"text applies to text models only, not to input kind {kind!r}")
     if kind in TEXT_KINDS:
         vocab, seq = spec["vocab"], spec["seq"]
-        if kind == "tokens":
-            _, ids = _text_tokens(vocab)
-            return data.lm_batches(ids, batch_size, seq, num_batches, seed=seed)
         tokenizer, ids = _text_tokens(vocab)
+        ids = _text_part(ids, text or spec.get("text", "all"))
+        if kind == "tokens":
+            return data.lm_batches(ids, batch_size, seq, num_batches, seed=seed)
         return data.mlm_batches(ids, batch_size, seq, num_batches, mask_id=tokenizer.mask_id, seed=seed)
     if kind == "images":
         if spec["classes"] < 10:

@@ -62,3 +62,19 @@ def test_augmented_images_are_shifted_copies_and_only_images_are_augmented():
     assert not torch.equal(plain[0][0], shifted[0][0])
     with pytest.raises(ValueError, match="images only"):
         model_batches(build("gpt2-nano", "smoke"), 1, 2, augment=True)
+
+
+def test_text_halves_are_disjoint_parts_of_the_offline_text():
+    from hesslab.experiments.batches import _text_part, _text_tokens
+
+    gpt = build("gpt2-nano", "smoke")
+    _, ids = _text_tokens(gpt.inputs["vocab"])
+    first, second = _text_part(ids, "first-half"), _text_part(ids, "second-half")
+    assert first.numel() + second.numel() == ids.numel() and torch.equal(torch.cat([first, second]), ids)
+    window = model_batches(gpt, 1, 2, text="second-half")[0][0][0]
+    found = second.unfold(0, window.numel(), 1).eq(window).all(1).any()
+    assert bool(found), "a second-half batch is a window of the second half"
+    with pytest.raises(ValueError, match="unknown text part"):
+        model_batches(gpt, 1, 2, text="middle")
+    with pytest.raises(ValueError, match="text models only"):
+        model_batches(build("vgg16", "smoke"), 1, 2, text="first-half")
