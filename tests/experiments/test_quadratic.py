@@ -349,7 +349,7 @@ def test_sign_descent_at_the_safe_rate_decreases_f_and_the_summary_explains_its_
     assert np.all(np.diff(values) <= 1e-12 * abs(values[0]))
     assert summary["l_inf_kappa"] >= summary["kappa"]  # Σ|H_ij| ≥ λ_max, and its λ_min is κ's
     assert 0 < summary["rate"] < 1 and summary["final"] < 1
-    assert summary["extrapolated"] == pytest.approx(np.log(1e-6) / np.log(summary["rate"]))
+    assert summary["extrapolated"] == pytest.approx(400 + np.log(1e-6 / summary["final"]) / np.log(summary["rate"]))
 
 
 @pytest.mark.parametrize("family", ["model", "synthetic"])

@@ -394,9 +394,10 @@ def sign_descent_summary(problem: QuadraticProblem, budget: int, *, lrs: Sequenc
     Returns:
         ``{"diverged": rates whose ‖g‖ grew, "lr": the best stable rate (None if none),
         "final": its ‖g_budget‖/‖g_0‖, "rate": its mean per-iteration factor of ‖g‖ over the
-        second half of the run, "extrapolated": iterations that rate needs from ‖g_0‖ to the
-        tolerance, "safe_lr": n/Σ|H_ij|, "l_inf_kappa": Σ|H_ij|/λ_min (an upper bound on
-        L∞/λ_min), "kappa": κ(H)}``.
+        second half of the run, "extrapolated": the iterations it would need to reach the
+        tolerance, continuing from ``budget`` at that factor (inf if the factor is ≥ 1),
+        "safe_lr": n/Σ|H_ij|, "l_inf_kappa": Σ|H_ij|/λ_min (an upper bound on L∞/λ_min),
+        "kappa": κ(H)}``.
     """
     H = problem.blocks
     sum_abs = float(np.abs(H).sum())
@@ -415,6 +416,9 @@ def sign_descent_summary(problem: QuadraticProblem, budget: int, *, lrs: Sequenc
         g = best.relative_grad_norms
         half = (len(g) - 1) // 2
         rate = float((g[-1] / g[half]) ** (1.0 / max(len(g) - 1 - half, 1)))
-        out.update(lr=best.lr, final=float(g[-1]), rate=rate,
-                   extrapolated=math.log(tol) / math.log(rate) if 0 < rate < 1 else math.inf)
+        if g[-1] <= tol:
+            extrapolated = float(len(g) - 1)
+        else:
+            extrapolated = len(g) - 1 + math.log(tol / g[-1]) / math.log(rate) if 0 < rate < 1 else math.inf
+        out.update(lr=best.lr, final=float(g[-1]), rate=rate, extrapolated=extrapolated)
     return out
