@@ -173,6 +173,10 @@ class ModelSpec:
         paper: the paper's model, in words.
         constructor: ``constructor(**sizes) -> (model, input shape facts)``; sizes per
             profile are in :mod:`hesslab.experiments.profiles`.
+        text: text models: the part of the offline text the model is trained and measured
+            on (:data:`hesslab.experiments.batches.TEXT_PARTS`).
+        weights: ``weights(model, size, seed)`` loads trained weights into the freshly
+            constructed model (None: the initialisation is the model).
     """
 
     name: str
@@ -182,6 +186,8 @@ class ModelSpec:
     blocks: object
     paper: str
     constructor: Callable
+    text: str = "all"
+    weights: Callable | None = None
 
     @property
     def modality(self) -> str:
@@ -189,8 +195,17 @@ class ModelSpec:
         return "text" if self.input_kind in TEXT_KINDS else "vision"
 
 
+def _pretrained_gpt2(model: nn.Module, size: str, seed: int) -> None:
+    from hesslab.experiments.pretraining import load_pretrained
+
+    load_pretrained(model, size, seed)
+
+
 _SPECS = [
     ModelSpec("gpt2", "transformer", "tokens", lm_loss, "gpt2-qkv", "GPT-2 small, 124M", _gpt2),
+    ModelSpec("gpt2-pretrained", "transformer", "tokens", lm_loss, "gpt2-qkv",
+              "GPT-2 small pretrained on OpenWebText (the book: its GPT-2 pretrained on half its offline text)",
+              _gpt2, text="second-half", weights=_pretrained_gpt2),
     ModelSpec("gpt2-nano", "transformer", "tokens", lm_loss, "gpt2-qkv", "nanoGPT Shakespeare-char, 11M", _gpt2),
     ModelSpec("bert", "transformer", "masked-tokens", mlm_loss, None, "BERT, 40M (configuration unverified)", _bert),
     ModelSpec("vit-base", "transformer", "images", classification_loss, None, "ViT-base, 86M", _vit),
@@ -245,6 +260,10 @@ def build(name: str, size: str = "cpu", *, seed: int = 0, device: torch.device |
     torch.manual_seed(seed)
     with torch.device(device):
         model, shapes = model_spec.constructor(**kwargs)
+    if model_spec.weights is not None:
+        model_spec.weights(model, size, seed)
+    if model_spec.text != "all":
+        shapes = {**shapes, "text": model_spec.text}
     model = model.to(dtype=dtype).eval()
     return BuiltModel(model, model_spec.loss_fn, model_spec.blocks, model_spec.family,
                       {"kind": model_spec.input_kind, **shapes})
