@@ -155,3 +155,45 @@ def explicit_hessians(steps: int = 1000, lr: float = 1e-2, hidden: int = 8, seed
 
 
 __all__ = ["FIGURE2_STAGES", "PARTITIONS", "digits_mlp", "layer_partition", "block_mass", "ExplicitHessians", "explicit_hessians"]
+
+
+#: Figure 2's test: the mean squared entry inside the diagonal blocks exceeds that outside by this factor
+BLOCK_DIAGONAL_FACTOR = 3.0
+
+
+def figure2_sentences(summaries: dict[str, dict[float, dict[str, float]]],
+                      factor: float = BLOCK_DIAGONAL_FACTOR) -> dict[str, str]:
+    """The Figure 2 chapter's judgements, each following the numbers.
+
+    Args:
+        summaries: partition (``"layer"``, ``"tensor"``, ``"neuron"``) -> stage ->
+            :func:`block_mass` of that stage (``ExplicitHessians.summary``).
+        factor: the per-entry ratio that counts as near block-diagonal.
+
+    Returns:
+        ``{"layer": ..., "neuron": ..., "tensor": ...}`` sentences: whether the layer blocks are
+        near block-diagonal at every stage, at the end only, or never; whether the neuron
+        blocks pass; whether splitting a layer into weight and bias lowers the ratio.
+    """
+    ratios = {name: [v["per_entry_ratio"] for v in by_stage.values()] for name, by_stage in summaries.items()}
+    layer = ratios["layer"]
+    if min(layer) > factor:
+        layer_sentence = "By layer, the Hessian is near block-diagonal at every stage shown."
+    elif layer[-1] > factor:
+        layer_sentence = (f"By layer, the Hessian is near block-diagonal by the end ({layer[-1]:.1f}×) but not at "
+                          f"every stage (smallest {min(layer):.1f}×, below {factor:g}×).")
+    else:
+        layer_sentence = (f"By layer, the Hessian is **not** near block-diagonal by this test at the end of training "
+                          f"({layer[-1]:.1f}×, below {factor:g}×).")
+    neuron = ratios["neuron"]
+    neuron_sentence = (f"Taking each hidden neuron's incoming weights as a block, the per-entry ratio exceeds "
+                       f"{factor:g}× at every stage (smallest {min(neuron):.0f}×): the structure sits inside the layers."
+                       if min(neuron) > factor else
+                       f"Neuron blocks do not pass the test at every stage either (smallest {min(neuron):.1f}×).")
+    tensor = ratios["tensor"]
+    tensor_sentence = (f"Splitting a layer into its weight and bias tensors gives *lower* per-entry ratios (at most "
+                       f"{max(tensor):.1f}× against at least {min(layer):.1f}× by layer): a layer's weights and bias "
+                       "are strongly coupled." if max(tensor) < min(layer) else
+                       f"Splitting a layer into its weight and bias tensors gives per-entry ratios of "
+                       f"{min(tensor):.1f}× to {max(tensor):.1f}×, against {min(layer):.1f}× to {max(layer):.1f}× by layer.")
+    return {"layer": layer_sentence, "neuron": neuron_sentence, "tensor": tensor_sentence}

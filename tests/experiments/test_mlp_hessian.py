@@ -56,3 +56,18 @@ def test_explicit_hessian_is_the_autograd_hessian_at_each_stage(tmp_path):
     expected = torch.autograd.functional.hessian(loss, flat).numpy()
     np.testing.assert_allclose(h0, expected, rtol=1e-10, atol=1e-12)
     assert not np.allclose(result.hessians[1.0], h0)
+
+
+def test_figure2_sentences_follow_the_ratios():
+    from hesslab.experiments.mlp_hessian import figure2_sentences
+
+    def stages(*ratios):
+        return {s: {"per_entry_ratio": r, "diagonal_share": 0.5} for s, r in zip((0.01, 0.5, 1.0), ratios)}
+
+    good = figure2_sentences({"layer": stages(5, 6, 7), "tensor": stages(2, 2, 3), "neuron": stages(50, 60, 70)})
+    assert "near block-diagonal at every stage" in good["layer"] and "strongly coupled" in good["tensor"]
+    late = figure2_sentences({"layer": stages(1.5, 4, 5), "tensor": stages(6, 7, 8), "neuron": stages(2, 9, 9)})
+    assert "by the end (5.0×) but not at every stage" in late["layer"]
+    assert "do not pass" in late["neuron"] and "strongly coupled" not in late["tensor"]
+    never = figure2_sentences({"layer": stages(1.0, 1.2, 1.1), "tensor": stages(1, 1, 1), "neuron": stages(1, 1, 1)})
+    assert "**not** near block-diagonal" in never["layer"]
