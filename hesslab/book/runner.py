@@ -16,7 +16,7 @@ chapter's code cells and its first line) and saying what to do.
 **Time limits.** Nothing waits forever. Each chapter runs in a worker process of its own
 (``hesslab/book/_worker.py``); each cell may run ``--cell-timeout`` seconds and the whole
 chapter, kernel start-up included, ``--chapter-timeout`` seconds (defaults per profile in
-:data:`hesslab.experiments.profiles.TIME_LIMITS`: smoke 5 min / 10 min, cpu 1 h / 2 h, paper 12 h / 24 h).
+:data:`hesslab.experiments.profiles.TIME_LIMITS`: smoke 5 min / 10 min, cpu 4 h / 6 h, paper 12 h / 24 h).
 A cell that runs past a limit, or whose kernel dies, fails its chapter; the kernel is shut
 down, and killed with its process group if it does not exit. A worker that overruns its
 chapter limit by :data:`KILL_GRACE` seconds is killed with its kernel. Failed chapters are
@@ -479,11 +479,13 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     p_run.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p_run.add_argument("--no-stored", action="store_true",
                        help=f"execute every chapter, even where a current stored {STORED_PROFILE} run exists")
+    defaults = {name: time_limits(name) for name in PROFILES}
     p_run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
-                       help="the longest one cell may run (default: the profile's; smoke 300, cpu 3600, paper 43200)")
+                       help="the longest one cell may run (default: the profile's; "
+                            + ", ".join(f"{n} {d.cell:g}" for n, d in defaults.items()) + ")")
     p_run.add_argument("--chapter-timeout", type=float, metavar="SECONDS",
-                       help="the longest one chapter may run (default: the profile's; smoke 600, cpu 7200, "
-                            "paper 86400)")
+                       help="the longest one chapter may run (default: the profile's; "
+                            + ", ".join(f"{n} {d.chapter:g}" for n, d in defaults.items()) + ")")
     p_run.add_argument("--dry-run", action="store_true",
                        help="print each chapter's predicted HVPs, memory and time on this device; run nothing")
     p_run.add_argument("--calibration-examples", type=int, metavar="N",
