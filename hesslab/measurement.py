@@ -18,6 +18,11 @@ def _is_batchnorm(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a batch-norm layer: the only modules that ``batchnorm=`` (of :func:`measurement_mode`) affects."""
+    return any(_is_batchnorm(m) for m in model.modules())
+
+
 #: the "new" TF32 API of torch >= 2.9: one ``fp32_precision`` per backend and operation
 _FP32_PRECISION_KNOBS = ("", "cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn",
                          "mkldnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")

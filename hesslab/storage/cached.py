@@ -29,6 +29,7 @@ from torch import nn
 import hesslab.topk as core_topk
 from hesslab.batching import default_batch_size
 from hesslab.hvp import BlockHessianOperator, HessianOperator
+from hesslab.measurement import has_batchnorm
 from hesslab.memory import default_memory_budget, plan_basis
 from hesslab.operators import MatrixOperator, as_operator
 from hesslab.slq import blockwise_operator
@@ -54,7 +55,9 @@ def operator_key(op, kind: str = "slq", *, cache_key: dict | None = None, **argu
 
     A :class:`~hesslab.HessianOperator` (or a block of one) is keyed by its model's
     values and structure, its loss function, ``batch_size_fn``, data, selected
-    parameters (and block), ``method``, ``batchnorm``, dtype and ``precision``; a
+    parameters (and block), ``method``, ``batchnorm`` (only for a model with batch-norm
+    layers: the mode changes nothing else, :func:`~hesslab.measurement.measurement_mode`),
+    dtype and ``precision``; a
     :class:`~hesslab.operators.MatrixOperator` by its matrix; any other operator only with
     ``cache_key``, which is added to the key and also stands in for a loss function that
     cannot be identified (a lambda, partial, closure, bound method).
@@ -69,7 +72,8 @@ def operator_key(op, kind: str = "slq", *, cache_key: dict | None = None, **argu
     if isinstance(op, HessianOperator):
         return computation_key(kind, model=op.model, loss_fn=op.loss_fn, data=op.data,
                                batch_size_fn=_batch_size_rule(op), cache_key=cache_key, params=op.names,
-                               block=block, method=op.method, batchnorm=op.batchnorm, dtype=str(op.dtype),
+                               block=block, method=op.method, dtype=str(op.dtype),
+                               batchnorm=op.batchnorm if has_batchnorm(op.model) else None,
                                precision=op.precision,
                                **arguments)
     if isinstance(op, MatrixOperator):

@@ -51,6 +51,11 @@ def mlp(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
 
 
+def bn_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+
+
 def mlp_data(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (6,), generator=g))
@@ -251,16 +256,31 @@ BLOCKWISE = dict(num_steps=4, num_probes=2, seed=0, blocks=None, method="auto", 
 
 
 @pytest.mark.parametrize("change", [
-    {"num_steps": 5}, {"num_probes": 3}, {"seed": 1}, {"blocks": ["0.weight", "2.weight"]},
+    {"num_steps": 5}, {"num_probes": 3}, {"seed": 1}, {"blocks": ["0.weight", "3.weight"]},
     {"method": "reverse"}, {"batchnorm": "train"}, {"reorthogonalize": False}, {"basis_dtype": torch.float32},
 ], ids=lambda c: next(iter(c)))
 def test_every_argument_changes_the_blockwise_key(change, capture, tmp_path):
     data = mlp_data()
-    base = capture(lambda: blockwise_slq(mlp(), F.cross_entropy, data, cache=tmp_path, progress=False, **BLOCKWISE))
+    base = capture(lambda: blockwise_slq(bn_mlp(), F.cross_entropy, data, cache=tmp_path, progress=False,
+                                         **BLOCKWISE))
     assert base[1]["version"] == COMPUTATION_VERSIONS["blockwise_slq"] == 3
-    changed = capture(lambda: blockwise_slq(mlp(), F.cross_entropy, data, cache=tmp_path, progress=False,
+    changed = capture(lambda: blockwise_slq(bn_mlp(), F.cross_entropy, data, cache=tmp_path, progress=False,
                                             **{**BLOCKWISE, **change}))
     assert hex_key(changed) != hex_key(base)
+
+
+def test_batchnorm_mode_is_keyed_only_for_a_model_with_batchnorm(capture, tmp_path):
+    """The mode switches batch-norm layers only, so without them both modes are one computation."""
+    data = mlp_data()
+    keys = {mode: hex_key(capture(lambda: blockwise_slq(mlp(), F.cross_entropy, data, cache=tmp_path, progress=False,
+                                                        **{**BLOCKWISE, "batchnorm": mode})))
+            for mode in ("eval", "train")}
+    assert keys["eval"] == keys["train"]
+    # and the results agree exactly: nothing in the model depends on the mode
+    spectra = {mode: blockwise_slq(mlp(), F.cross_entropy, data, cache=None, progress=False,
+                                   **{**BLOCKWISE, "batchnorm": mode}) for mode in ("eval", "train")}
+    for name in spectra["eval"]:
+        assert np.array_equal(spectra["eval"][name].nodes, spectra["train"][name].nodes, equal_nan=True)
 
 
 @pytest.mark.parametrize("change", [
@@ -278,9 +298,11 @@ def test_every_argument_changes_the_slq_key(change, capture, tmp_path):
     float32_budget = lanczos_bytes(op.dim, 4, 1, torch.float32)  # below one float64 probe
     assert (hex_key(capture(lambda: slq(op, **kw, memory_budget=float32_budget)))
             == hex_key(capture(lambda: slq(op, **kw, basis_dtype=torch.float32))))
-    for options in ({"method": "forward"}, {"batchnorm": "train"}, {"params": ["0.weight"]}, {"precision": "fast"}):
+    for options in ({"method": "forward"}, {"params": ["0.weight"]}, {"precision": "fast"}):
         other = HessianOperator(mlp(), F.cross_entropy, mlp_data(), **options)
         assert hex_key(capture(lambda: slq(other, **kw))) != hex_key(base), options
+    modes = [HessianOperator(bn_mlp(), F.cross_entropy, mlp_data(), batchnorm=mode) for mode in ("eval", "train")]
+    assert hex_key(capture(lambda: slq(modes[0], **kw))) != hex_key(capture(lambda: slq(modes[1], **kw)))
     block = op.restrict("0.weight")
     assert hex_key(capture(lambda: slq(block, **kw))) != hex_key(base)
     assert hex_key(capture(lambda: slq(HessianOperator(mlp(), F.cross_entropy, mlp_data(1)), **kw))) != hex_key(base)

@@ -120,7 +120,8 @@ def measure_block_spectra(profile: str = DEFAULT_PROFILE, seed: int = DEFAULT_SE
     ``seed`` (float64 parameters: the float32 initialisation, cast), its Hessian batches
     are the profile's blockwise ones (``split="hessian"``, the same ``seed``), and each
     block of :func:`model_blocks` is densified column by column (``dim`` Hessian-vector
-    products, batch-norm in train mode as in every blockwise measurement of the book)
+    products, batch-norm as in the book's blockwise measurements at initialisation,
+    :data:`hesslab.experiments.heterogeneity.BATCHNORM`)
     and diagonalised with ``eigvalsh``.
 
     Args:
@@ -134,6 +135,7 @@ def measure_block_spectra(profile: str = DEFAULT_PROFILE, seed: int = DEFAULT_SE
     import torch
 
     from hesslab.experiments.batches import hessian_batches, modality
+    from hesslab.experiments.heterogeneity import BATCHNORM
     from hesslab.experiments.models import build
     from hesslab.experiments.profiles import profile as get_profile
     from hesslab.hvp import HessianOperator
@@ -146,13 +148,13 @@ def measure_block_spectra(profile: str = DEFAULT_PROFILE, seed: int = DEFAULT_SE
         built = build(name, settings.model_size, seed=seed, dtype=torch.float64)
         data = hessian_batches(built, settings.blockwise, seed=seed)
         blocks = model_blocks(name, built.model, max_dim=max_dim)
-        operator = HessianOperator(built.model, built.loss_fn, data, batchnorm="train")
+        operator = HessianOperator(built.model, built.loss_fn, data, batchnorm=BATCHNORM)
         eigenvalues = exact_block_eigenvalues(operator, blocks, max_dim=max_dim)
         families[name] = {b.name: eigenvalues[b.name] for b in blocks}
         count, batch_size = settings.blockwise.batches[modality(built)]
         described[name] = {
             "model": name, "size": settings.model_size, "config": dict(settings.models[name]),
-            "parameters": built.num_parameters,
+            "parameters": built.num_parameters, "batchnorm": BATCHNORM,
             "blocks": {b.name: int(eigenvalues[b.name].size) for b in blocks},
             "data": {"split": "hessian", "batches": count, "batch_size": batch_size, "seed": seed,
                      "inputs": dict(built.inputs),
