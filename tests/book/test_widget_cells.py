@@ -54,8 +54,8 @@ models = ["vgg16", "bert"]
 spectra = {m: {f"block{i}": None for i in range(4)} for m in models}
 
 
-def draw(ax_linear, ax_log, name, blocks):
-    for ax in (ax_linear, ax_log):
+def draw(axes, name, blocks):
+    for ax in axes:
         for i, block in enumerate(blocks):
             ax.semilogy(np.linspace(0, 1, 20), np.exp(-np.linspace(0, 4 + i, 20)), label=block)
 """
