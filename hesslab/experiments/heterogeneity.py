@@ -292,10 +292,18 @@ def table1_report(long: pd.DataFrame, profile: str) -> str:
         reach = ("reaches" if magnitude >= paper_ratio / 10 else "falls far short of")
         lines.append(f"* {VARIANT_LABELS[variant]}{mark}: {verdict}. The separation "
                      f"{verdicts.reproduces(verdict)}; its size {reach} the paper's order of magnitude.")
+    column = f"js0_{headline}"
+    by_seed = long.pivot(index="seed", columns="model", values=column)
+    families = long.groupby("model").family.first()
+    smallest = by_seed[[m for m in by_seed if families[m] == "transformer"]].min(axis=1)
+    per_cnn = {m: float(np.exp(np.log(smallest / by_seed[m]).mean()))
+               for m in by_seed if families[m] == "cnn" and (by_seed[m] > 0).all()}
+    if per_cnn:
+        lines.append("* Per CNN (headline variant), smallest Transformer JS⁰ over the CNN's (geometric mean over "
+                     "seeds): " + ", ".join(f"{m} {r:.3g}×" for m, r in per_cnn.items()) + ".")
     pretrained = long[long.model == "gpt2-pretrained"]
     others = long[(long.family == "transformer") & (long.model != "gpt2-pretrained")]
     if not pretrained.empty and not others.empty:
-        column = f"js0_{headline}"
         lowest_other = others.groupby("seed")[column].min().loc[pretrained.seed]
         verdict = verdicts.ordering_verdict(pretrained[column].to_numpy(), lowest_other.to_numpy(),
                                             what="pretrained GPT-2 vs the lowest other Transformer")

@@ -123,8 +123,8 @@ def ordering_verdict(low, high, *, what: str = "") -> Verdict:
     every = bool((b > a).all())
     apart = b.mean() - a.mean() > sd_a + sd_b
     if every and apart:
-        return Verdict(True, f"{text}: higher in every seed, beyond the seed spread", numbers)
-    why = "not higher in every seed" if not every else "the difference is within the seed spread"
+        return Verdict(True, f"{text}: the second is higher in every seed, beyond the seed spread", numbers)
+    why = "the second is not higher in every seed" if not every else "the difference is within the seed spread"
     return Verdict(False, f"{text}: {why}", numbers)
 
 
