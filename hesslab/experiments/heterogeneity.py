@@ -152,23 +152,6 @@ def scale_spread(spectra: dict[str, SpectralDensity]) -> float:
     return float(np.log10(tops.max() / tops.min()))
 
 
-def heterogeneity_table(names, profile: str = "cpu", *, seed: int = 0, cache=True, progress: bool = True,
-                        **kwargs) -> pd.DataFrame:
-    """JS⁰ (every variant), block count and scale spread per model, at initialisation.
-
-    Returns:
-        A DataFrame indexed by model with columns ``family``, ``blocks``, ``js0_log``,
-        ``js0_linear``, ``scale_spread`` and ``paper`` (the recalled Table 1 value or NaN).
-    """
-    rows = {}
-    for name in tqdm(list(names), desc="models", disable=not progress):
-        spectra = blockwise_at_init(name, profile, seed=seed, cache=cache, progress=False, **kwargs)
-        rows[name] = {"family": family_of(name), "blocks": len(spectra),
-                      **{f"js0_{k}": v for k, v in js0_variants(spectra).items()},
-                      "scale_spread": scale_spread(spectra), "paper": PAPER_TABLE1.get(name, np.nan)}
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
 def js0_over_seeds(names, profile: str = "cpu", *, seeds=(0, 1, 2), cache=True, progress: bool = True,
                    **kwargs) -> pd.DataFrame:
     """JS⁰ (every variant) and scale spread per model and initialisation seed.

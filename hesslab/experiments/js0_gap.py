@@ -9,14 +9,13 @@ spread of Spearman's ρ over seeds, and the rank of the CNNs on both axes.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from hesslab.experiments import verdicts
 from hesslab.experiments.heterogeneity import JS_VARIANTS, VARIANT_LABELS
 from hesslab.experiments.verdicts import spearman_rho
 
-__all__ = ["figure7_table", "seed_correlations", "figure7_report", "pair_report", "error_bars", "spearman_rho"]
+__all__ = ["figure7_table", "seed_correlations", "figure7_report", "pair_report", "spearman_rho"]
 
 
 def figure7_table(js_long: pd.DataFrame, gap_long: pd.DataFrame) -> pd.DataFrame:
@@ -120,8 +119,3 @@ def pair_report(js_long: pd.DataFrame, gap_long: pd.DataFrame, low: str, high: s
     lines.append(f"\nFigure 3's contrast ({high} more heterogeneous than {low}, and SGD further behind on it) "
                  + ("**reproduces**." if holds else "does **not** reproduce beyond the seed spread."))
     return "\n".join(lines)
-
-
-def error_bars(table: pd.DataFrame, column: str) -> np.ndarray:
-    """The ``<column>_sd`` values with NaN (a single seed) as 0, for plotting."""
-    return table[f"{column}_sd"].fillna(0.0).to_numpy()

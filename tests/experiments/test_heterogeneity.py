@@ -59,9 +59,11 @@ def test_convergence_study_and_probe_spread(tmp_path):
 
 
 def test_table_and_errors(tmp_path):
-    table = het.heterogeneity_table(["vgg16", "gpt2-nano"], "smoke", cache=tmp_path, progress=False)
-    assert list(table.family) == ["cnn", "transformer"]
-    assert (table.js0_log <= np.log(2)).all() and (table.js0_linear >= 0).all()
+    long = het.js0_over_seeds(["vgg16", "gpt2-nano"], "smoke", seeds=(0,), cache=tmp_path, progress=False)
+    table = het.seed_summary(long)
+    assert list(table.family) == ["cnn", "transformer"] and list(long.seed) == [0, 0]
+    bounded = [f"js0_{v}_mean" for v in ("log", "linear", "lambda10")]
+    assert (table[bounded] <= np.log(2)).all().all() and (table[bounded] >= 0).all().all()
     assert table.loc["vgg16", "paper"] == 0.09
     with pytest.raises(ValueError, match="unknown profile"):
         het.blockwise_at_init("vgg16", "laptop")
