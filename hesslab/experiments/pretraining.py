@@ -44,7 +44,7 @@ def pretraining_batches(size: str, seed: int) -> list:
     from hesslab.experiments.profiles import profile
 
     settings = profile(size).pretraining
-    built = build("gpt2", size, seed=seed)
+    built = build("gpt2", size, seed=seed, device="meta")  # the input spec only; no weights allocated
     return model_batches(built, settings["num_batches"], settings["batch_size"], seed=seed, text=PRETRAINING_TEXT)
 
 
