@@ -25,7 +25,7 @@ from hesslab.experiments.batches import hessian_batches, modality
 from hesslab.experiments.data import default_device, to_device
 from hesslab.experiments.gap import STAGES, gap_settings
 from hesslab.experiments.heterogeneity import sampled_blocks
-from hesslab.experiments.models import build
+from hesslab.experiments.models import build, spec
 from hesslab.experiments.profiles import profile as get_profile
 from hesslab.plan import Calibration, calibrate, plan
 
@@ -58,7 +58,17 @@ class Workload:
 
 
 def chapter_workloads(chapter: str, parameters: Mapping) -> list[Workload]:
-    """The computations chapter ``chapter`` runs with ``parameters`` (its tagged cell, profile applied)."""
+    """The computations chapter ``chapter`` runs with ``parameters`` (its tagged cell, profile applied).
+
+    A chapter with a ``seeds`` parameter repeats every computation per seed (the option
+    ``("seed", s)`` tells them apart); one with ``seed`` runs that seed only.
+    """
+    seeds = list(parameters.get("seeds", [parameters.get("seed", 0)]))
+    return [Workload(w.chapter, w.model, w.kind, w.options + (("seed", s),))
+            for s in seeds for w in _workloads_of_one_seed(chapter, parameters)]
+
+
+def _workloads_of_one_seed(chapter: str, parameters: Mapping) -> list[Workload]:
     models = list(parameters.get("models", []))
     train = [Workload(chapter, m, "train") for m in models]
     blockwise = [Workload(chapter, m, "blockwise_slq") for m in models]
@@ -69,7 +79,9 @@ def chapter_workloads(chapter: str, parameters: Mapping) -> list[Workload]:
     if chapter == "heterogeneity":
         return blockwise
     if chapter == "full_spectra":
-        return train + [Workload(chapter, m, "slq", (("stages", len(STAGES)),)) for m in models]
+        # the verdict compares with the Transformers' blockwise JS⁰
+        transformers = [Workload(chapter, m, "blockwise_slq") for m in models if spec(m).family == "transformer"]
+        return train + [Workload(chapter, m, "slq", (("stages", len(STAGES)),)) for m in models] + transformers
     if chapter == "convergence":
         out = []
         for m in models:

@@ -10,11 +10,15 @@ from hesslab.experiments.planning import chapter_summary, chapter_workloads, pla
 def test_workloads_follow_the_chapters_parameters():
     full = chapter_workloads("full_spectra", {"models": ["resnet18", "bert"]})
     assert [(w.model, w.kind) for w in full] == [("resnet18", "train"), ("bert", "train"), ("resnet18", "slq"),
-                                                ("bert", "slq")]
-    assert dict(full[-1].options)["stages"] == len(STAGES)
-    conv = chapter_workloads("convergence", {"models": ["vgg16"], "batches": [1, 2], "steps": [5], "probes": [1, 4]})
-    assert [w.options for w in conv] == [(("num_batches", 1),), (("num_batches", 2),), (("num_steps", 5),),
-                                        (("num_probes", 4),)]
+                                                ("bert", "slq"), ("bert", "blockwise_slq")]
+    assert dict(full[3].options) == {"stages": len(STAGES), "seed": 0}
+    conv = chapter_workloads("convergence", {"models": ["vgg16"], "batches": [1, 2], "steps": [5], "probes": [1, 4],
+                                             "seed": 3})
+    assert [w.options for w in conv] == [(("num_batches", 1), ("seed", 3)), (("num_batches", 2), ("seed", 3)),
+                                        (("num_steps", 5), ("seed", 3)), (("num_probes", 4), ("seed", 3))]
+    # every computation once per seed
+    gap = chapter_workloads("gap", {"models": ["vgg16", "bert"], "seeds": [0, 1, 2]})
+    assert sorted((w.model, dict(w.options)["seed"]) for w in gap) == [(m, s) for m in ("bert", "vgg16") for s in range(3)]
     assert chapter_workloads("quadratic", {"models": []}) == []
 
 
