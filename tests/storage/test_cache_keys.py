@@ -276,11 +276,14 @@ def test_batchnorm_mode_is_keyed_only_for_a_model_with_batchnorm(capture, tmp_pa
                                                         **{**BLOCKWISE, "batchnorm": mode})))
             for mode in ("eval", "train")}
     assert keys["eval"] == keys["train"]
-    # and the results agree exactly: nothing in the model depends on the mode
+    # and the results agree: nothing in the model depends on the mode. Not bit for bit: two runs of the
+    # same float64 arithmetic may sum in another order (BLAS picks its kernel by memory alignment), which
+    # moves 4-step Ritz values by a few ulps times the Lanczos growth, far below 1e-10 relative.
     spectra = {mode: blockwise_slq(mlp(), F.cross_entropy, data, cache=None, progress=False,
                                    **{**BLOCKWISE, "batchnorm": mode}) for mode in ("eval", "train")}
     for name in spectra["eval"]:
-        assert np.array_equal(spectra["eval"][name].nodes, spectra["train"][name].nodes, equal_nan=True)
+        np.testing.assert_allclose(spectra["eval"][name].nodes, spectra["train"][name].nodes, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(spectra["eval"][name].weights, spectra["train"][name].weights, rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("change", [
