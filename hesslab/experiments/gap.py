@@ -106,6 +106,37 @@ def fresh_model(name: str, size: str, seed: int):
     return build(name, size, seed=seed).model
 
 
+def training_inputs(name: str, profile: str, seed: int):
+    """What every training run of ``name`` under ``profile`` shares: ``(settings, built, batches, cache_key)``.
+
+    ``settings`` is :func:`gap_settings`, ``built`` the model built at ``seed``, ``batches`` its
+    training batches (seeded by ``seed``) and ``cache_key`` the description that keys its runs.
+    """
+    settings = gap_settings(name, profile)
+    built = build(name, settings["size"], seed=seed)
+    augment = settings.get("augment", False)
+    batches = model_batches(built, settings["num_batches"], settings["batch_size"], seed=seed, augment=augment)
+    key = {"model": name, "size": settings["size"], "seed": seed, "data": "batches.model_batches/train",
+           "batch_size": settings["batch_size"], "num_batches": settings["num_batches"]}
+    if augment:
+        key["augment"] = True
+    return settings, built, batches, key
+
+
+def base_config(settings: dict, optimizer: str, seed: int, **extra) -> _train.TrainConfig:
+    """The :class:`~hesslab.experiments.training.TrainConfig` of ``settings`` for ``optimizer`` (``lr`` left at 0).
+
+    Args:
+        settings: :func:`gap_settings` of the model and profile.
+        optimizer: a name of :data:`hesslab.experiments.training.OPTIMIZERS`.
+        seed: model initialisation seed.
+        **extra: further :class:`~hesslab.experiments.training.TrainConfig` fields.
+    """
+    return _train.TrainConfig(optimizer, 0.0, settings["steps"], schedule=settings["schedule"],
+                              warmup=settings["warmup"], clip=settings["clip"], betas=tuple(settings["betas"]),
+                              weight_decay=settings["weight_decay"], checkpoints=STAGES, seed=seed, **extra)
+
+
 def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, progress: bool = True,
               device=None) -> GapStudy:
     """Grid-search AdamW and SGD with momentum on ``name`` and measure the gap.
@@ -121,23 +152,13 @@ def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, pro
     Returns:
         The :class:`GapStudy`.
     """
-    settings = gap_settings(name, profile)
-    built = build(name, settings["size"], seed=seed)
-    augment = settings.get("augment", False)
-    batches = model_batches(built, settings["num_batches"], settings["batch_size"], seed=seed, augment=augment)
-    key = {"model": name, "size": settings["size"], "seed": seed, "data": "batches.model_batches/train",
-           "batch_size": settings["batch_size"], "num_batches": settings["num_batches"]}
-    if augment:
-        key["augment"] = True
+    settings, built, batches, key = training_inputs(name, profile, seed)
     best, runs = {}, {}
     for optimizer, lrs in settings["lrs"].items():
-        base = _train.TrainConfig(optimizer, 0.0, settings["steps"], schedule=settings["schedule"],
-                                  warmup=settings["warmup"], clip=settings["clip"], betas=tuple(settings["betas"]),
-                                  weight_decay=settings["weight_decay"], checkpoints=STAGES, seed=seed)
         best[optimizer], runs[optimizer] = _train.grid_search(
-            functools.partial(fresh_model, name, settings["size"], seed), built.loss_fn, batches, base, lrs,
-            cache=cache, cache_key=key, progress=progress, device=default_device(device),
-            workers=_train.default_workers(default_device(device), work=settings["steps"]))
+            functools.partial(fresh_model, name, settings["size"], seed), built.loss_fn, batches,
+            base_config(settings, optimizer, seed), lrs, cache=cache, cache_key=key, progress=progress,
+            device=default_device(device), workers=_train.default_workers(default_device(device), work=settings["steps"]))
     return GapStudy(name, built.family, profile, settings, best["adamw"], best["sgd"], runs)
 
 
