@@ -68,6 +68,12 @@ class TrainConfig:
         clip: gradient-norm clipping (None: off).
         checkpoints: fractions of training at which the model state is kept (0 = initialisation).
         seed: model initialisation seed.
+        block_scales: ``((block_name, factor), ...)``: each block's gradient is multiplied by its
+            factor after clipping, before the optimiser's step. For SGD with momentum and no
+            weight decay this is exactly a learning rate per block (``lr * factor``); with
+            weight decay the decay term is not scaled. Empty: every factor 1.
+        scale_blocks: the block partition ``block_scales`` names: a preset name of
+            :func:`hesslab.resolve_blocks` (e.g. ``"gpt2-qkv"``) or None, one block per parameter tensor.
     """
 
     optimizer: str
@@ -81,6 +87,16 @@ class TrainConfig:
     clip: float | None = None
     checkpoints: tuple = ()
     seed: int = 0
+    block_scales: tuple = ()
+    scale_blocks: object = None
+
+    def key(self) -> dict:
+        """The config as the cache key sees it: block scaling appears only when it is used,
+        so the keys of plain runs are those they had before it existed."""
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.block_scales:
+            del fields["block_scales"], fields["scale_blocks"]
+        return fields
 
 
 @dataclass
@@ -107,6 +123,31 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
+
+
+def gradient_scales(model: nn.Module, config: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``[(parameter, factors)]``: the per-entry gradient factors of ``config.block_scales`` (shape of the parameter).
+
+    Raises:
+        ValueError: a named block is not in ``config.scale_blocks`` of ``model``, or a factor is not positive and finite.
+    """
+    if not config.block_scales:
+        return []
+    from hesslab.blocks import resolve_blocks
+
+    blocks = {b.name: b for b in resolve_blocks(model, config.scale_blocks)}
+    params = dict(model.named_parameters())
+    factors: dict[str, torch.Tensor] = {}
+    for name, factor in config.block_scales:
+        if name not in blocks:
+            raise ValueError(f"block_scales names {name!r}, which is not a block of {config.scale_blocks!r}; "
+                             f"blocks: {sorted(blocks)[:8]} ...")
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"the gradient factor of block {name!r} must be positive and finite, got {factor!r}")
+        for part in blocks[name].parts:
+            scale = factors.setdefault(part.param, torch.ones_like(params[part.param], requires_grad=False))
+            scale[part.index if part.index is not None else ...] = factor
+    return [(params[n], f.detach()) for n, f in factors.items()]
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -285,7 +326,7 @@ def _built_and_stored(build_model, loss_fn, batches, config: TrainConfig, store,
     # the built model's initial values and structure are part of the key: a changed
     # initialisation or architecture is a new run
     key = computation_key("train", model=model, loss_fn=loss_fn, data=batches, cache_key=cache_key,
-                          config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()})
+                          config=config.key())
     hit = store.load("train", key)
     return model, key, None if hit is None else TrainResult(config, hit["losses"], _load_states(hit))
 
@@ -339,6 +380,7 @@ def train(
     device = torch.device(device or "cpu")
     model = model.to(device).train()
     opt = make_optimizer(config, model.parameters())
+    scales = gradient_scales(model, config)
     losses = np.full(config.steps, np.nan)
     states: dict = {}
     marks = {round(f * config.steps): f for f in config.checkpoints}
@@ -364,6 +406,9 @@ def train(
         loss.backward()
         if config.clip:
             nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        for param, scale in scales:
+            if param.grad is not None:
+                param.grad.mul_(scale)
         opt.step()
         if store is not None and (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
             snapshot = {"model": model.state_dict(), "optimizer": opt.state_dict(), "states": states, "step": step + 1}

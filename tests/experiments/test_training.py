@@ -178,3 +178,58 @@ def test_a_changed_architecture_under_the_gap_studys_cache_key_is_a_new_run(tmp_
                   cache_key=key, progress=False)
     np.testing.assert_array_equal(again.losses, runs[1].losses)
     assert len(list((tmp_path / "train").glob("*.npz"))) == 3  # the same model, the same key: its own run
+
+
+# ---------------------------------------------------------------- a learning rate per block
+def test_block_scales_are_a_learning_rate_per_block_for_sgd():
+    """Scaling a block's gradient by s is SGD (with momentum) with lr·s on that block: the same
+    arithmetic as torch's SGD with one parameter group per learning rate, so equal to rounding."""
+    build, batches = tiny_problem()
+    batches = [(x.double(), y) for x, y in batches]
+    lr, scales = 0.05, {"0.weight": 3.0, "2.bias": 0.25}
+    cfg = TrainConfig("sgd", lr, 12, block_scales=tuple(scales.items()))
+    scaled = train(lambda: build().double(), F.cross_entropy, batches, cfg, progress=False)
+
+    torch.manual_seed(cfg.seed)
+    model = build().double()
+    groups = [{"params": [p], "lr": lr * scales.get(n, 1.0)} for n, p in model.named_parameters()]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+    reference = []
+    for step in range(cfg.steps):
+        x, y = batches[step % len(batches)]
+        loss = F.cross_entropy(model(x), y)
+        reference.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    np.testing.assert_allclose(scaled.losses, reference, rtol=1e-12)
+    plain = train(lambda: build().double(), F.cross_entropy, batches, TrainConfig("sgd", lr, 12), progress=False)
+    assert not np.allclose(plain.losses[1:], reference[1:], rtol=1e-6), "the scales must change the run"
+
+
+def test_block_scales_are_keyed_only_when_used_and_checked():
+    assert TrainConfig("sgd", 0.1, 5).key() == {k: v for k, v in TrainConfig("sgd", 0.1, 5, block_scales=(("a", 2.0),)).key().items()
+                                                 if k not in ("block_scales", "scale_blocks")}
+    assert "block_scales" in TrainConfig("sgd", 0.1, 5, block_scales=(("a", 2.0),)).key()
+    build, batches = tiny_problem()
+    for bad, match in [((("nope", 2.0),), "not a block"), ((("0.weight", 0.0),), "positive and finite"),
+                       ((("0.weight", float("nan")),), "positive and finite")]:
+        with pytest.raises(ValueError, match=match):
+            train(build, F.cross_entropy, batches, TrainConfig("sgd", 0.1, 2, block_scales=bad), progress=False)
+
+
+def test_block_scales_reach_slices_of_a_fused_tensor():
+    """GPT-2's fused c_attn: Q, K and V columns get their own factors."""
+    from hesslab.experiments.models import build as build_zoo
+    from hesslab.experiments.training import gradient_scales
+
+    model = build_zoo("gpt2", "smoke").model
+    cfg = TrainConfig("sgd", 0.1, 1, block_scales=(("transformer.h.0.attn.q", 2.0), ("transformer.h.0.attn.v", 5.0)),
+                      scale_blocks="gpt2-qkv")
+    scales = {id(p): f for p, f in gradient_scales(model, cfg)}
+    attn = model.transformer.h[0].attn.c_attn
+    assert set(scales) == {id(attn.weight), id(attn.bias)}
+    d = attn.weight.shape[0]
+    for factors in (scales[id(attn.weight)], scales[id(attn.bias)][None, :]):
+        assert set(factors[:, :d].unique().tolist()) == {2.0} and set(factors[:, d:2 * d].unique().tolist()) == {1.0}
+        assert set(factors[:, 2 * d:].unique().tolist()) == {5.0}
