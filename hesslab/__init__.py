@@ -7,7 +7,8 @@ Three wings:
 
 - this package's top level, the core: Hessian operators, blocks, Lanczos, SLQ, top
   eigenvalues, traces, spectral densities, Jensen–Shannon heterogeneity, and the block
-  entries a model's data never reach (:func:`zero_gradient_fractions`);
+  entries a model's data never reach (:func:`zero_gradient_fractions`), per-block gradient
+  norms (:func:`block_gradient_norms`);
 - :mod:`hesslab.storage`: results on disk keyed by model, loss, data and arguments
   (:mod:`hesslab.storage.cached` stores and resumes the core's long computations);
 - :mod:`hesslab.experiments`: the paper's models, data, training runs and figures, and
@@ -18,6 +19,7 @@ Three wings:
 from hesslab.blocks import Block, BlockPart, resolve_blocks
 from hesslab.checkpoint import Checkpoint, MemoryCheckpoint
 from hesslab.diagnostics import zero_gradient_fractions
+from hesslab.gradients import block_gradient_norms, gradient_heterogeneity
 from hesslab.hvp import (
     BlockHessianOperator,
     DataChangedError,
@@ -85,5 +87,8 @@ __all__ = [
     "js_distance",
     "js_matrix",
     "js0",
+    # gradient norms per block and their disparity
+    "block_gradient_norms",
+    "gradient_heterogeneity",
     "__version__",
 ]
