@@ -104,7 +104,7 @@ def sampled_blocks(name: str, built: BuiltModel):
 def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_batches: int | None = None,
                       num_steps: int | None = None, num_probes: int | None = None, probe_seed: int = 0,
                       device=None, cache=True, progress: bool = True, precision: str = "float32",
-                      batchnorm: str = BATCHNORM) -> dict[str, SpectralDensity]:
+                      batchnorm: str = BATCHNORM, options: dict | None = None) -> dict[str, SpectralDensity]:
     """Blockwise spectra of ``name`` at initialisation.
 
     Args:
@@ -119,20 +119,23 @@ def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_bat
         batchnorm: batch-norm mode (default :data:`BATCHNORM`, the paper code's running statistics).
         cache: see :func:`hesslab.storage.cached.blockwise_slq`.
         progress: progress bar.
+        options: model options of :func:`hesslab.experiments.models.build` (``{"c": 4.0}`` for
+            ``"hetero-mlp"``); they are part of the cache key.
 
     Returns:
         ``{block_name: SpectralDensity}`` of the blocks with at least :data:`MIN_BLOCK_DIM` entries.
     """
     settings = get_profile(profile)
     device = default_device(device)
-    built = build(name, settings.model_size, seed=seed, device=device)
+    options = dict(options or {})
+    built = build(name, settings.model_size, seed=seed, device=device, **options)
     data = [to_device(batch, device)
             for batch in hessian_batches(built, settings.blockwise, num_batches=num_batches, seed=seed)]
     spectra = blockwise_slq(built.model, built.loss_fn, data, sampled_blocks(name, built),
                             num_steps=num_steps or settings.blockwise.num_steps,
                             num_probes=num_probes or settings.blockwise.num_probes,
                             seed=probe_seed, batchnorm=batchnorm, precision=precision, cache=cache,
-                            progress=progress)
+                            cache_key={"model_options": options} if options else None, progress=progress)
     return {k: v for k, v in spectra.items() if v.dim >= MIN_BLOCK_DIM}
 
 
