@@ -9,7 +9,7 @@ as the blockwise spectra), gives block ``b`` the gradient factor
 
 so the stiffest block keeps the base learning rate and flatter blocks get proportionally
 larger ones (at most :data:`MAX_FACTOR` times), and grid-searches that base rate for SGD with
-momentum exactly as the gap study searches plain SGD's (:func:`hesslab.experiments.gap.gap_study`;
+momentum as the gap study searches plain SGD's (on a grid reaching lower, :func:`block_grid`) (:func:`hesslab.experiments.gap.gap_study`;
 the factors act as :attr:`hesslab.experiments.training.TrainConfig.block_scales`).
 Gradient descent on a quadratic is stable for step sizes below 2/λ_max, so the rule gives
 every block the same stability margin. The factors are
@@ -44,6 +44,11 @@ MAX_FACTOR = 1000.0
 
 #: Lanczos steps and probes for each block's λ_max (extreme Ritz values converge first)
 CURVATURE_STEPS, CURVATURE_PROBES = 10, 1
+
+#: per-block SGD searches plain SGD's grid extended downwards by these multiples of its smallest
+#: rate: the base rate is the stiffest block's, and the flatter blocks' factors make the whole
+#: step larger than plain SGD's at the same base rate
+GRID_EXTENSION = (1 / 10, 1 / 3)
 
 #: the optimiser's name in tables and figures
 BLOCK_SGD = "sgd-per-block"
@@ -112,8 +117,9 @@ def rescue_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, 
                  device=None) -> RescueStudy:
     """AdamW, SGD and SGD with a learning rate per block on ``name``, each on its best learning rate.
 
-    The per-block run uses plain SGD's settings and learning-rate grid (the base rate is the
-    stiffest block's), so the three differ only in the optimiser.
+    The per-block run uses plain SGD's settings and its learning-rate grid extended downwards
+    (:func:`block_grid`; the base rate is the stiffest block's), so the three differ only in
+    the step sizes.
 
     Args:
         name: a model of :data:`hesslab.experiments.models.NAMES`.
@@ -131,9 +137,15 @@ def rescue_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, 
     device = default_device(device)
     best, runs = _train.grid_search(
         functools.partial(fresh_model, name, settings["size"], seed), built.loss_fn, batches, config,
-        settings["lrs"]["sgd"], cache=cache, cache_key=key, progress=progress, device=device,
+        block_grid(settings["lrs"]["sgd"]), cache=cache, cache_key=key, progress=progress, device=device,
         workers=_train.default_workers(device, work=settings["steps"]))
     return RescueStudy(study, best, factors, runs)
+
+
+def block_grid(sgd_grid) -> list[float]:
+    """Per-block SGD's base learning rates: plain SGD's ``sgd_grid`` and :data:`GRID_EXTENSION` times its smallest."""
+    low = min(sgd_grid)
+    return sorted({float(f"{low * f:.3g}") for f in GRID_EXTENSION} | {float(lr) for lr in sgd_grid})
 
 
 def rescue_over_seeds(names, profile: str = "cpu", *, seeds=(0, 1, 2), cache=True, progress: bool = True,

@@ -9,8 +9,8 @@ from hesslab import HessianOperator, exact_block_eigenvalues
 from hesslab.experiments.batches import hessian_batches
 from hesslab.experiments.models import build
 from hesslab.experiments.profiles import profile
-from hesslab.experiments.rescue import (MAX_FACTOR, block_curvatures, block_factors, closed_share, rescue_report,
-                                        rescue_study)
+from hesslab.experiments.rescue import (MAX_FACTOR, block_curvatures, block_factors, block_grid, closed_share,
+                                        rescue_report, rescue_study)
 
 
 def test_factors_equalise_the_stability_margins_and_are_capped():
@@ -22,6 +22,10 @@ def test_factors_equalise_the_stability_margins_and_are_capped():
     assert block_factors(curvatures, max_factor=5.0)["flat"] == 5.0
     with pytest.raises(ValueError, match="positive"):
         block_factors(pd.Series({"a": 0.0, "b": -2.0}))
+
+
+def test_block_grid_reaches_below_plain_sgds():
+    assert block_grid([0.03, 0.1, 0.3, 1.0]) == [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
 
 
 def test_closed_share():
@@ -52,7 +56,7 @@ def test_the_study_trains_a_third_optimiser_from_the_same_start(tmp_path):
     assert study.block_sgd.config.optimizer == "sgd" and study.block_sgd.config.block_scales
     assert dict(study.block_sgd.config.block_scales) == study.factors.to_dict()
     assert study.block_sgd.losses[0] == pytest.approx(study.gap.sgd.losses[0], rel=1e-6), "the same initial loss"
-    assert set(study.runs) == set(study.gap.runs["sgd"]), "plain SGD's grid"
+    assert set(study.runs) == set(block_grid(study.gap.runs["sgd"])) > set(study.gap.runs["sgd"]), "SGD's grid, and lower"
     again = rescue_study("hetero-mlp", "smoke", seed=0, cache=tmp_path, progress=False)
     np.testing.assert_array_equal(again.block_sgd.losses, study.block_sgd.losses)
     assert not np.array_equal(study.block_sgd.losses, study.gap.sgd.losses)
