@@ -206,6 +206,9 @@ _SPECS = [
     ModelSpec("gpt2-pretrained", "transformer", "tokens", lm_loss, "gpt2-qkv",
               "GPT-2 small pretrained on OpenWebText (the book: its GPT-2 pretrained on half its offline text)",
               _gpt2, text="second-half", weights=_pretrained_gpt2),
+    ModelSpec("gpt2-scratch", "transformer", "tokens", lm_loss, "gpt2-qkv",
+              "GPT-2 small from scratch (Figure 6's control: the book's GPT-2 at initialisation, measured and "
+              "trained on the second half of its offline text, as gpt2-pretrained)", _gpt2, text="second-half"),
     ModelSpec("gpt2-nano", "transformer", "tokens", lm_loss, "gpt2-qkv", "nanoGPT Shakespeare-char, 11M", _gpt2),
     ModelSpec("bert", "transformer", "masked-tokens", mlm_loss, None, "BERT, 40M (configuration unverified)", _bert),
     ModelSpec("vit-base", "transformer", "images", classification_loss, None, "ViT-base, 86M", _vit),
