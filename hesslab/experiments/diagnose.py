@@ -140,6 +140,9 @@ THRESHOLD = 0.18
 #: Lanczos settings under which :data:`THRESHOLD` was measured (the ``cpu`` profile's blockwise ones)
 DEFAULT_STEPS, DEFAULT_PROBES = 20, 4
 
+#: a suggested rate above this multiple of the base is flagged: the block is nearly flat, 1/λ_max is no guide
+FLAT_RATIO = 1000.0
+
 #: synthetic data: batches, sequences (or images) per batch, and the longest sequence
 DEFAULT_BATCHES, SYNTHETIC_TEXT_BATCH, SYNTHETIC_IMAGE_BATCH, SYNTHETIC_SEQ = 2, 8, 32, 32
 
@@ -284,14 +287,14 @@ def _load_huggingface(path: Path, dtype: torch.dtype) -> Target:
             "sequence-classification": transformers.AutoModelForSequenceClassification,
             "image-classification": transformers.AutoModelForImageClassification}[task]
     try:
-        model = auto.from_pretrained(path, local_files_only=True, attn_implementation="eager", torch_dtype=dtype)
+        model = auto.from_pretrained(path, local_files_only=True, attn_implementation="eager")
     except (ValueError, ImportError) as e:
         if "eager" in str(e) or "attn_implementation" in str(e):
             raise DiagnoseError(f"{architecture} cannot run with attn_implementation='eager' ({_one_line(e)}); fused "
                                 "SDPA/flash kernels have no double backward: wrap the model in a Python file with a "
                                 "plain PyTorch attention") from e
         raise DiagnoseError(f"cannot load {path}: {_one_line(e)}") from e
-    model.eval()
+    model = model.to(dtype=dtype).eval()
     loss_fn = {"causal-lm": lm_loss, "masked-lm": mlm_loss}.get(task, classification_loss)
     if task == "image-classification":
         size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
@@ -682,8 +685,11 @@ def _verdict_text(label: str, value: float, sd: float, lrs: dict, base: float, s
     numbers = f"JS⁰ = {value:.3f} ± {sd:.3f} against the threshold {THRESHOLD}"
     if label == "heterogeneous":
         rates = ", ".join(f"{n}: {lr:.3g}" for n, lr in lrs.items() if lr is not None)
+        flat = [n for n, lr in lrs.items() if lr is not None and lr > FLAT_RATIO * base]
+        caution = (f"; {len(flat)} block(s) have λ_max below 1/{FLAT_RATIO:g} of the stiffest (almost no curvature "
+                   "here, e.g. attention Q and K at initialisation): cap their rates" if flat else "")
         return (f"block-heterogeneous ({numbers}): expect SGD to lag Adam; suggested per-block learning rates "
-                f"(lr_b ∝ 1/λ_max,b, the stiffest block {stiffest} at base {base:.3g}): {rates}")
+                f"(lr_b ∝ 1/λ_max,b, the stiffest block {stiffest} at base {base:.3g}): {rates}{caution}")
     if label == "homogeneous":
         return f"block-homogeneous ({numbers}): SGD with momentum should do about as well as Adam"
     return (f"inconclusive ({numbers}): the error bar straddles the threshold; raise --probes and --steps "
