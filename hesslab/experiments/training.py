@@ -25,7 +25,7 @@ from hesslab.experiments.data import to_device
 from hesslab.storage.fingerprint import computation_key
 from hesslab.batching import call_model
 
-OPTIMIZERS = ("adamw", "adam-nobc", "sgd")
+OPTIMIZERS = ("adamw", "adam-nobc", "sgd", "sgd-plain", "signsgd", "signum")
 
 
 class AdamNoBiasCorrection(torch.optim.Optimizer):
@@ -52,15 +52,48 @@ class AdamNoBiasCorrection(torch.optim.Optimizer):
                 p.addcdiv_(state["m"], state["v"].sqrt().add_(group["eps"]), value=-group["lr"])
 
 
+class SignDescent(torch.optim.Optimizer):
+    """Sign descent: SignSGD (``momentum=0``: ``w -= lr · sign(g)``) or Signum (Bernstein et al. 2018).
+
+    Signum keeps an exponential moving average ``m ← β m + (1 − β) g`` (``β = momentum``) and
+    steps ``w -= lr · sign(m)``; ``m`` starts at 0, so the first step is ``−lr · sign(g)``.
+    ``sign(0) = 0``. Weight decay is decoupled: ``w ← (1 − lr · weight_decay) w`` first.
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, weight_decay=0.0):
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter with a gradient."""
+        for group in self.param_groups:
+            beta = group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                direction = p.grad
+                if beta:
+                    state = self.state[p]
+                    if not state:
+                        state["m"] = torch.zeros_like(p)
+                    direction = state["m"].mul_(beta).add_(p.grad, alpha=1 - beta)
+                p.add_(torch.sign(direction), alpha=-group["lr"])
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (and its cache key).
 
     Attributes:
-        optimizer: ``"adamw"``, ``"adam-nobc"`` (Adam without bias correction) or ``"sgd"`` (with momentum).
+        optimizer: ``"adamw"``, ``"adam-nobc"`` (Adam without bias correction), ``"sgd"`` (with
+            momentum), ``"sgd-plain"`` (no momentum), ``"signsgd"`` or ``"signum"`` (:class:`SignDescent`).
         lr: peak learning rate.
         steps: number of updates.
-        momentum: SGD momentum (the paper: 0.9).
+        momentum: SGD momentum (the paper: 0.9); Signum's moving-average coefficient β.
         betas: Adam's (β₁, β₂).
         weight_decay: decoupled for AdamW, L2 for SGD.
         schedule: ``"constant"`` or ``"cosine"`` (decay to 0 after ``warmup`` linear steps).
@@ -122,6 +155,11 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
         return AdamNoBiasCorrection(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd-plain":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.0, weight_decay=config.weight_decay)
+    if config.optimizer in ("signsgd", "signum"):
+        momentum = config.momentum if config.optimizer == "signum" else 0.0
+        return SignDescent(params, lr=config.lr, momentum=momentum, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
 
 

@@ -233,3 +233,42 @@ def test_block_scales_reach_slices_of_a_fused_tensor():
     for factors in (scales[id(attn.weight)], scales[id(attn.bias)][None, :]):
         assert set(factors[:, :d].unique().tolist()) == {2.0} and set(factors[:, d:2 * d].unique().tolist()) == {1.0}
         assert set(factors[:, 2 * d:].unique().tolist()) == {5.0}
+
+
+def _two_steps(optimizer, grads, lr=0.1, momentum=0.9):
+    """Parameters after one step per gradient in ``grads``, from w = [1, 2, 3]."""
+    from hesslab.experiments.training import make_optimizer
+
+    w = nn.Parameter(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    opt = make_optimizer(TrainConfig(optimizer, lr, 2, momentum=momentum), [w])
+    for g in grads:
+        w.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    return w.detach().tolist()
+
+
+def test_signsgd_steps_by_the_sign_of_the_gradient():
+    """w − lr·sign(g) per step; sign(0) = 0 leaves the coordinate alone."""
+    w = _two_steps("signsgd", [[0.5, -3.0, 0.0], [-1e-6, -2.0, 4.0]])
+    assert w == pytest.approx([1.0 - 0.1 + 0.1, 2.0 + 0.1 + 0.1, 3.0 - 0.1])
+
+
+def test_signum_steps_by_the_sign_of_the_moving_average():
+    """m₁ = 0.1 g₁, m₂ = 0.9 m₁ + 0.1 g₂; hand-computed: g₁ = [1, −1, 2], g₂ = [−2, −1, −0.1].
+
+    m₁ = [0.1, −0.1, 0.2] (signs +, −, +); m₂ = [0.09 − 0.2, −0.09 − 0.1, 0.18 − 0.01] =
+    [−0.11, −0.19, 0.17] (signs −, −, +), where plain SignSGD would follow g₂'s signs (−, −, −).
+    """
+    w = _two_steps("signum", [[1.0, -1.0, 2.0], [-2.0, -1.0, -0.1]], lr=0.5)
+    assert w == pytest.approx([1.0 - 0.5 + 0.5, 2.0 + 0.5 + 0.5, 3.0 - 0.5 - 0.5])
+    plain = _two_steps("signsgd", [[1.0, -1.0, 2.0], [-2.0, -1.0, -0.1]], lr=0.5)
+    assert plain == pytest.approx([1.0, 3.0, 3.0])
+
+
+def test_plain_sgd_has_no_momentum():
+    """w − lr·g per step, whatever the config's momentum; "sgd" keeps the velocity."""
+    g1, g2 = [1.0, -2.0, 0.5], [1.0, 1.0, 1.0]
+    assert _two_steps("sgd-plain", [g1, g2]) == pytest.approx([1.0 - 0.2, 2.0 + 0.1, 3.0 - 0.15])
+    # torch's momentum: v₁ = g₁, v₂ = 0.9 v₁ + g₂
+    assert _two_steps("sgd", [g1, g2]) == pytest.approx([1.0 - 0.1 - 0.19, 2.0 + 0.2 - 0.1 * (1 - 1.8),
+                                                         3.0 - 0.05 - 0.1 * 1.45])
