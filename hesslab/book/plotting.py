@@ -293,3 +293,27 @@ def plot_separation(ax, ratios: Mapping[str, Sequence[float]], *, reference: flo
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("smallest Transformer JS⁰ / largest CNN JS⁰")
+
+
+def plot_seed_bars(ax, long, column: str, models: Sequence[str], colors: Mapping[str, object], *,
+                   log: bool = False) -> None:
+    """One bar per model at the mean over seeds, a one-sd error bar and a dot per seed (NaN values left out).
+
+    Args:
+        ax: matplotlib axis.
+        long: one row per model and seed (e.g. :func:`hesslab.experiments.finetuning.pair_over_seeds` tables).
+        column: the measure, e.g. ``"js0_log"`` or ``"relative_gap"``.
+        models: the models, in the order of the bars.
+        colors: model -> bar colour.
+        log: log-scale y axis.
+    """
+    for i, model in enumerate(models):
+        values = long.loc[long.model == model, column].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        ax.bar(i, values.mean() if values.size else np.nan, yerr=values.std(ddof=1) if values.size > 1 else 0,
+               capsize=4, color=colors[model], alpha=0.75)
+        ax.scatter(np.full(values.size, i) + np.linspace(-0.12, 0.12, values.size), values, color="black", s=12,
+                   zorder=3)
+    ax.set_xticks(range(len(models)), list(models), fontsize=8)
+    if log:
+        ax.set_yscale("log")

@@ -97,7 +97,8 @@ def weight_changes(pretrained: torch.nn.Module, scratch: torch.nn.Module) -> pd.
         scratch: the same architecture at its initialisation.
 
     Returns:
-        Indexed by parameter name: ``shape`` and ``relative_change`` (0: unchanged).
+        Indexed by parameter name: ``shape`` and ``relative_change`` (0: unchanged; NaN for a
+        tensor that starts at zero, such as a bias, where no relative change is defined).
 
     Raises:
         ValueError: the two models do not have the same parameter names and shapes.
@@ -107,7 +108,8 @@ def weight_changes(pretrained: torch.nn.Module, scratch: torch.nn.Module) -> pd.
     if list(a) != list(b) or any(a[n].shape != b[n].shape for n in a):
         raise ValueError("the two models differ in architecture (parameter names or shapes)")
     rows = {n: {"shape": tuple(a[n].shape),
-                "relative_change": float((a[n] - b[n]).norm() / b[n].norm().clamp_min(1e-30))} for n in a}
+                "relative_change": float((a[n] - b[n]).norm() / b[n].norm()) if b[n].norm() > 0 else np.nan}
+            for n in a}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
