@@ -66,7 +66,7 @@ one schema version; non-finite numbers are ``null``):
 - ``model``: ``name``, ``source`` (``"registry"``, ``"huggingface"``, ``"python-file"``),
   ``path`` (or null), ``profile`` (registry only), ``class``, ``parameters`` (all),
   ``dtype``, ``device``, ``loss`` (in words);
-- ``data``: ``source`` (``"book"``, ``"file"``, ``"module"``, ``"synthetic"``), ``synthetic``
+- ``data``: ``source`` (``"book"``, ``"file"``, ``"caller"``, ``"module"``, ``"synthetic"``), ``synthetic``
   (bool), ``description``, ``batches``, ``examples``;
 - ``settings``: ``num_steps``, ``num_probes``, ``seed``, ``blocks`` (the specification, as
   text), ``js_variant``, ``js_options``, ``base_lr`` (as given, or null), ``cache`` (bool);
@@ -74,7 +74,8 @@ one schema version; non-finite numbers are ``null``):
   ``seconds``);
 - ``blocks``: one object per block, in block order: ``name``, ``dim``, ``lambda_max``,
   ``lambda_10`` (null for a block with fewer than 10 entries), ``lambda_min``,
-  ``gradient_norm``, ``suggested_lr`` (null unless the verdict is heterogeneous and
+  ``gradient_norm``, ``zero_gradient_fraction`` (entries with exactly zero gradient on
+  every batch, :func:`hesslab.zero_gradient_fractions`), ``suggested_lr`` (null unless the verdict is heterogeneous and
   λ_max > 0);
 - ``js``: ``variant``, ``names``, ``matrix`` (``[B][B]``, symmetric, zero diagonal);
 - ``js0``: ``value`` (all probes together, the verdict's number), ``per_probe`` (list),
@@ -85,7 +86,8 @@ one schema version; non-finite numbers are ``null``):
   (the book's measurements the threshold comes from), ``base_lr``, ``stiffest_block``;
 - ``timings_s``: ``plan``, ``gradients``, ``spectra``, ``total``;
 - ``figures``: file names written (``[]`` without matplotlib), ``figures_note``;
-- ``notes``: plain sentences (synthetic data, cache not used, ...).
+- ``notes``: plain sentences (where the data came from, blocks the data do not reach
+  (more than 5 % zero-gradient entries), a result not cached).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ from torch import nn
 
 import hesslab
 from hesslab.blocks import resolve_blocks
+from hesslab.diagnostics import zero_gradient_fractions
 from hesslab.errors import NonFiniteError, UnsupportedAutogradError
 from hesslab.gradients import block_gradient_norms, gradient_heterogeneity
 from hesslab.js import js0, js_matrix, shared_densities
@@ -142,6 +145,10 @@ DEFAULT_STEPS, DEFAULT_PROBES = 20, 4
 
 #: a suggested rate above this multiple of the base is flagged: the block is nearly flat, 1/λ_max is no guide
 FLAT_RATIO = 1000.0
+
+#: a block with a larger fraction of exactly-zero gradient entries is named in the notes
+#: (:func:`hesslab.zero_gradient_fractions`; the book's zoo is tested against the same 5 %)
+ZERO_GRADIENT_NOTE = 0.05
 
 #: synthetic data: batches, sequences (or images) per batch, and the longest sequence
 DEFAULT_BATCHES, SYNTHETIC_TEXT_BATCH, SYNTHETIC_IMAGE_BATCH, SYNTHETIC_SEQ = 2, 8, 32, 32
@@ -548,8 +555,9 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
     param_dtype = next(target.model.parameters()).dtype
     if data is not None:
         batches_list = load_data(data) if isinstance(data, (str, Path)) else list(data)
-        data_info = {"source": "file", "synthetic": False,
-                     "description": f"from {data}" if isinstance(data, (str, Path)) else "given by the caller"}
+        from_file = isinstance(data, (str, Path))
+        data_info = {"source": "file" if from_file else "caller", "synthetic": False,
+                     "description": f"from {data}" if from_file else "given by the caller"}
     elif target.data is not None:
         batches_list = list(target.data)
         data_info = {"source": target.data_source, "synthetic": False,
@@ -582,6 +590,7 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
         f"parameters, {str(param_dtype).replace('torch.', '')}, {device})")
     for note in notes:
         say(note)
+    printed = len(notes)
     t0 = time.perf_counter()
     planned = cost_plan(target.model, target.loss_fn, batches_list, resolved, num_steps=steps, num_probes=probes)
     plan_s = time.perf_counter() - t0
@@ -592,6 +601,12 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
 
     t0 = time.perf_counter()
     norms = block_gradient_norms(target.model, target.loss_fn, batches_list, resolved)
+    zeros = zero_gradient_fractions(target.model, target.loss_fn, batches_list, resolved)
+    unreached = {n: f for n, f in zeros.items() if f > ZERO_GRADIENT_NOTE}
+    if unreached:
+        notes.append("the data never reach part of " + ", ".join(f"{n} ({f:.0%} of its entries)" for n, f in
+                                                                  unreached.items())
+                     + ": exactly zero gradient there, a spike of zero eigenvalues in those blocks' spectra")
     gradients_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     spectra, used_cache = _spectra(target, batches_list, resolved, steps, probes, seed, cache, progress, notes)
@@ -611,7 +626,7 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
     text = _verdict_text(label, value, sd, lrs, base, stiffest)
     block_rows = [{"name": n, "dim": s.dim, "lambda_max": s.lambda_max,
                    "lambda_10": s.kth_largest(10) if s.dim >= 10 else None, "lambda_min": s.lambda_min,
-                   "gradient_norm": norms[n], "suggested_lr": lrs[n] if label == "heterogeneous" else None}
+                   "gradient_norm": norms[n], "zero_gradient_fraction": zeros[n], "suggested_lr": lrs[n] if label == "heterogeneous" else None}
                   for n, s in spectra.items()]
     report = {
         "schema": SCHEMA,
@@ -648,6 +663,8 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
     say(text)
     say(f"JS⁰ ({JS_VARIANT} variant) = {value:.3f} ± {sd:.3f} (threshold {THRESHOLD}); gradient-norm CV "
         f"{grad_het['cv']:.2f}, spread {grad_het['log10_spread']:.2f} decades; λ_max spread {spread:.2f} decades")
+    for note in notes[printed:]:
+        say("note: " + note)
     say(f"wrote {out}/report.html, report.json" + (", summary.png" if report["figures"] else
                                                    f" ({report['figures_note']})"))
     return report

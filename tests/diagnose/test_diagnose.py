@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
+import runpy
 import sys
 import textwrap
 from pathlib import Path
@@ -177,8 +177,9 @@ def test_report_json_schema(mlp_run):
     assert {"schema", "hesslab_version", "created_utc", "model", "data", "settings", "plan", "blocks", "js", "js0",
             "gradient_heterogeneity", "curvature_spread", "verdict", "timings_s", "figures", "figures_note",
             "notes"} <= set(stored)
-    assert {"name", "dim", "lambda_max", "lambda_10", "lambda_min", "gradient_norm", "suggested_lr"} \
-        == set(stored["blocks"][0])
+    assert {"name", "dim", "lambda_max", "lambda_10", "lambda_min", "gradient_norm", "zero_gradient_fraction",
+            "suggested_lr"} == set(stored["blocks"][0])
+    assert all(b["zero_gradient_fraction"] == 0 for b in stored["blocks"])
     assert {"value", "per_probe", "probe_mean", "probe_sd"} == set(stored["js0"])
     assert len(stored["js0"]["per_probe"]) == 3
     assert stored["js0"]["probe_sd"] == pytest.approx(np.std(stored["js0"]["per_probe"], ddof=1))
@@ -235,20 +236,22 @@ def test_huggingface_checkpoint_through_the_cli(tmp_path, capsys):
     assert report["settings"]["cache"] is True
 
 
-def _cli(args, cwd, env_cache):
-    env = {"HESSLAB_CACHE": str(env_cache), "PATH": "/usr/bin:/bin", "HOME": str(cwd), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "hesslab", "diagnose", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env=env)
+def _python_m_hesslab(args, monkeypatch, cwd) -> int:
+    """``python -m hesslab diagnose ARGS`` in this process (``hesslab/__main__.py``): its exit code."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["hesslab", "diagnose", *args])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("hesslab", run_name="__main__", alter_sys=True)
+    return exit_.value.code
 
 
-def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path):
+def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path, monkeypatch, capsys):
     path = _write(tmp_path, "mlp.py", MLP_FILE)
-    result = _cli([str(path), "--dry-run", "--out", "out", "--blocks", "0.weight", "2.weight"], tmp_path,
-                  tmp_path / "cache")
-    assert result.returncode == 0, result.stderr
-    assert "HVPs" in result.stdout and "peak" in result.stdout and "dry run" in result.stdout
-    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
-    assert not (tmp_path / "diagnose-mlp").exists()
+    code = _python_m_hesslab([str(path), "--dry-run", "--blocks", "0.weight", "2.weight"], monkeypatch, tmp_path)
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "HVPs" in printed and "peak" in printed and "dry run" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.py"]  # no output folder, no cache
 
 
 def _no_weights(tmp_path):
@@ -281,9 +284,9 @@ def test_errors_exit_2_with_one_line_and_leave_nothing(case, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
-def test_the_cli_exits_2_through_python_m(tmp_path):
-    result = _cli(["no-such-model"], tmp_path, tmp_path / "cache")
-    assert result.returncode == 2 and "unknown model" in result.stderr
+def test_python_m_hesslab_exits_2(tmp_path, monkeypatch, capsys):
+    assert _python_m_hesslab(["no-such-model"], monkeypatch, tmp_path) == 2
+    assert "unknown model" in capsys.readouterr().err
 
 
 def test_eager_attention_refused_names_the_fix(tmp_path, monkeypatch):
