@@ -165,6 +165,12 @@ _CPU_TEXT = dict(layers=2, heads=4, width=64, context=64, vocab=96)
 # segments, so BERT's second token type never occurs and its embedding row (half the
 # token_type_embeddings block) would get exactly zero gradient. Paper size keeps BERT's 2.
 _BERT_SMALL = dict(token_types=1)
+# the twin encoders of the gradient-heterogeneity chapter (Post-LN and Pre-LN, the same sizes):
+# 8 tokens (the digit's rows) of 8 features; paper size is RoBERTa-base's width and depth (the
+# paper fine-tunes a pretrained RoBERTa-base), still on 8-token inputs
+_ENCODER_SMOKE = dict(image=8, channels=1, width=16, layers=2, heads=2, classes=10)
+_ENCODER_CPU = dict(image=8, channels=1, width=32, layers=4, heads=4, classes=10)
+_ENCODER_PAPER = dict(image=8, channels=1, width=768, layers=12, heads=12, classes=10)
 
 _MODELS = {
     "smoke": {
@@ -176,6 +182,7 @@ _MODELS = {
         "vgg16": _VGG_SMOKE, "vgg16-bn": _VGG_SMOKE | dict(batch_norm=True),
         "mlp-mixer": dict(image=8, patch=4, channels=1, width=16, depth=1, classes=10),
         "hetero-mlp": dict(features=64, width=16, depth=3, classes=10, c=1.0),
+        "encoder-postln": _ENCODER_SMOKE, "encoder-preln": _ENCODER_SMOKE,
     },
     "cpu": {
         "gpt2": _CPU_TEXT | dict(layers=4, width=128), "gpt2-pretrained": _CPU_TEXT | dict(layers=4, width=128),
@@ -186,6 +193,7 @@ _MODELS = {
         "vgg16": _VGG_CPU, "vgg16-bn": _VGG_CPU | dict(batch_norm=True),
         "mlp-mixer": dict(image=8, patch=2, channels=1, width=64, depth=2, classes=10),
         "hetero-mlp": dict(features=64, width=64, depth=4, classes=10, c=1.0),
+        "encoder-postln": _ENCODER_CPU, "encoder-preln": _ENCODER_CPU,
     },
     "paper": {
         # GPT-2 124M; GPT-2-nano 11M (nanoGPT's Shakespeare-char, 65 characters); BERT 40M
@@ -202,6 +210,7 @@ _MODELS = {
         # the paper's mixer size is unverified: an 8-block, 512-wide mixer (about 18M)
         "mlp-mixer": dict(image=224, patch=16, channels=3, width=512, depth=8, classes=1000),
         "hetero-mlp": dict(features=64, width=128, depth=4, classes=10, c=1.0),
+        "encoder-postln": _ENCODER_PAPER, "encoder-preln": _ENCODER_PAPER,
     },
 }
 
@@ -279,6 +288,51 @@ _HETERO_MLP_LR_GRIDS = {"smoke": {"adamw": (1e-4, 1e-3, 1e-2, 0.1), "sgd": (1e-6
 # (batches.augment_images), a fresh batch every step; at cpu AdamW then ends near 0.2 from 2.3
 _MIXER_TRAINING = {"smoke": dict(num_batches=30, augment=True), "cpu": dict(num_batches=300, augment=True)}
 
+# ------------------------------------------------------------------- gradient heterogeneity
+# Tomihari & Sato's setting in miniature (hesslab.experiments.sign_methods): each model is
+# pretrained with AdamW on the digits 0–4, gets a fresh head and is fine-tuned on 5–9 with
+# five optimisers, each on its own grid; gradients and block curvatures are measured at the
+# start of fine-tuning. Grids: SGD's rates are about 100× the sign methods' and Adam's
+# (whose steps are about lr per coordinate). All of it is this book's choice.
+_SIGN_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+_SGD_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+_SIGN_METHODS = {
+    "smoke": dict(pretraining=dict(steps=60, batch_size=32, num_batches=20, lr=3e-3),
+                  finetuning=dict(steps=30, batch_size=32, num_batches=10), gradient_batches=4,
+                  hessian=(2, 64), lanczos=(10, 2),
+                  lrs={"adamw": (1e-3, 1e-2), "signsgd": (1e-3, 1e-2), "signum": (1e-3, 1e-2),
+                       "sgd": (0.03, 0.3), "sgd-plain": (0.03, 0.3)}),
+    "cpu": dict(pretraining=dict(steps=300, batch_size=64, num_batches=15, lr=3e-3),
+                finetuning=dict(steps=150, batch_size=64, num_batches=14), gradient_batches=8,
+                hessian=(1, 256), lanczos=(20, 2),
+                lrs={"adamw": _SIGN_GRID, "signsgd": _SIGN_GRID, "signum": _SIGN_GRID,
+                     "sgd": _SGD_GRID, "sgd-plain": _SGD_GRID}),
+    "paper": dict(pretraining=dict(steps=3000, batch_size=64, num_batches=15, lr=3e-4),
+                  finetuning=dict(steps=1000, batch_size=16, num_batches=56), gradient_batches=32,
+                  hessian=(8, 64), lanczos=(100, 10),
+                  lrs={"adamw": _SIGN_GRID, "signsgd": _SIGN_GRID, "signum": _SIGN_GRID,
+                       "sgd": _SGD_GRID, "sgd-plain": _SGD_GRID}),
+}
+
+
+def sign_methods_settings(name: str) -> dict:
+    """The gradient-heterogeneity chapter's settings under profile ``name`` (a new dict).
+
+    Args:
+        name: one of :data:`PROFILES`.
+
+    Returns:
+        ``pretraining`` (AdamW on digits 0–4: ``steps``, ``batch_size``, ``num_batches``, ``lr``),
+        ``finetuning`` (on digits 5–9: ``steps``, ``batch_size``, ``num_batches``),
+        ``gradient_batches`` (mini-batches whose gradient norms are averaged), ``hessian``
+        (``(batches, batch size)`` of the Hessian's data), ``lanczos`` (``(steps, probes)``)
+        and ``lrs`` (optimiser -> grid).
+    """
+    profile(name)  # the name's check
+    settings = _SIGN_METHODS[name]
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in settings.items()}
+
+
 # ------------------------------------------------------------------------------ chapters
 # Quadratic Cases 1–4: iteration counts hardly depend on the block size d (they are set by κ
 # and the block condition numbers), so smoke only shrinks d. The paper's problem size is
@@ -295,6 +349,7 @@ _CHAPTERS = {
         "full_spectra": {"models": ["resnet18", "gpt2-nano"]},
         "rescue": {"models": ["gpt2", "resnet18"]},
         "heterogeneous_mlp": {"c_values": [1, 2, 4], "seeds": [0, 1]},
+        "gradient_heterogeneity": {"seeds": [0, 1]},
     },
     "cpu": {},
     "paper": {

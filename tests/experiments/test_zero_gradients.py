@@ -119,6 +119,11 @@ FAITHFUL_ZEROS = {
     # the model's size.
     "hetero-mlp": ("digit pixels blank in every Hessian image (first layer)",
                    {"smoke": {"layers.0.weight"}, "cpu": {"layers.0.weight"}}),
+    # The twin encoders read a digit's rows as tokens, so the embedding's input features are
+    # the pixel columns: one of the 8 (12.5 % of embed.weight) is blank in all 64 images of
+    # smoke's Hessian batch; none is in cpu's 256. The data, not the model.
+    **{name: ("a pixel column blank in every smoke Hessian image (the embedding's input feature)",
+              {"smoke": {"embed.weight"}}) for name in ("encoder-postln", "encoder-preln")},
 }
 
 
@@ -157,7 +162,7 @@ def _zoo() -> list:
 def test_the_data_reach_every_block_of_the_miniature(name, size):
     fractions = _fractions(name, size)
     over = {block: round(f, 3) for block, f in fractions.items() if f > MAX_ZERO_FRACTION}
-    if name not in FAITHFUL_ZEROS:
+    if name not in FAITHFUL_ZEROS or size not in FAITHFUL_ZEROS[name][1]:
         assert not over, f"{name} at {size} size: blocks with more than 5 % exactly-zero gradient: {over}"
         return
     why, allowed = FAITHFUL_ZEROS[name][0], FAITHFUL_ZEROS[name][1][size]

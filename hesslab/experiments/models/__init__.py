@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hesslab.experiments.models.handwritten import VGG, HeterogeneousMLP, MLPMixer
+from hesslab.experiments.models.handwritten import VGG, HeterogeneousMLP, MLPMixer, RowEncoder
 from hesslab.experiments.profiles import PROFILES, profile
 
 #: the sizes models are built at: one per profile
@@ -154,6 +154,21 @@ def _mixer(image, patch, channels, width, depth, classes):
             {"channels": channels, "size": image, "classes": classes})
 
 
+def _encoder(image, channels, width, layers, heads, classes, norm_first):
+    return (RowEncoder(image, channels, width, layers, heads, classes, norm_first),
+            {"channels": channels, "size": image, "classes": classes})
+
+
+def _postln_encoder(**sizes):
+    """The Post-LN twin (:class:`RowEncoder`, ``norm_first=False``)."""
+    return _encoder(**sizes, norm_first=False)
+
+
+def _preln_encoder(**sizes):
+    """The Pre-LN twin (:class:`RowEncoder`, ``norm_first=True``)."""
+    return _encoder(**sizes, norm_first=True)
+
+
 def _mlp(features, width, depth, classes, c):
     return HeterogeneousMLP(features, width, depth, classes, c), {"features": features, "classes": classes}
 
@@ -217,6 +232,12 @@ _SPECS = [
     ModelSpec("vgg16-bn", "cnn", "images", classification_loss, None, "VGG-16 with batch-norm", _vgg),
     ModelSpec("mlp-mixer", "mixer", "images", classification_loss, None, "MLP-mixer (size unverified)", _mixer),
     ModelSpec("hetero-mlp", "mlp", "vectors", classification_loss, None, "the man-made heterogeneous MLP", _mlp),
+    ModelSpec("encoder-postln", "transformer", "images", classification_loss, None,
+              "Tomihari & Sato's Post-LN encoder (RoBERTa; the book: a small encoder reading image rows as tokens)",
+              _postln_encoder),
+    ModelSpec("encoder-preln", "transformer", "images", classification_loss, None,
+              "the Pre-LN twin of encoder-postln (the same parameters, layer norm before each sublayer)",
+              _preln_encoder),
 ]
 
 #: name -> :class:`ModelSpec`
@@ -299,4 +320,4 @@ def random_batch(built: BuiltModel, batch_size: int = 4, seed: int = 0):
 
 
 __all__ = ["BuiltModel", "ModelSpec", "REGISTRY", "NAMES", "SIZES", "spec", "build", "family_of", "random_batch", "lm_loss", "mlm_loss", "classification_loss",
-           "VGG", "MLPMixer", "HeterogeneousMLP"]
+           "VGG", "MLPMixer", "HeterogeneousMLP", "RowEncoder"]

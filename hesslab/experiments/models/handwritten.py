@@ -113,3 +113,81 @@ class HeterogeneousMLP(nn.Module):
             if l < len(self.layers) - 1:
                 x = torch.tanh(x)
         return x
+
+
+class EncoderLayer(nn.Module):
+    """A Transformer encoder layer with separate Q, K, V projections; Post-LN or Pre-LN.
+
+    Post-LN (``norm_first=False``, BERT, RoBERTa): ``x ← LN(x + Attn(x))``, ``x ← LN(x + FFN(x))``.
+    Pre-LN (``norm_first=True``, GPT-2): ``x ← x + Attn(LN(x))``, ``x ← x + FFN(LN(x))``.
+    The parameters are the same in both; only the order of the operations differs.
+
+    Args:
+        width: model width ``D``.
+        heads: attention heads (dividing ``width``).
+        norm_first: Pre-LN when True, Post-LN when False.
+    """
+
+    def __init__(self, width: int, heads: int, norm_first: bool):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not a multiple of heads {heads}")
+        self.heads, self.norm_first = heads, norm_first
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.ffn1, self.ffn2 = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+    def attention(self, x):
+        """Multi-head self-attention written out (twice differentiable): ``[B, T, D] -> [B, T, D]``."""
+        b, t, d = x.shape
+        q, k, v = (f(x).view(b, t, self.heads, d // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+        return self.o((weights @ v).transpose(1, 2).reshape(b, t, d))
+
+    def ffn(self, x):
+        """The feed-forward sublayer, GELU between two linear maps."""
+        return self.ffn2(nn.functional.gelu(self.ffn1(x)))
+
+    def forward(self, x):
+        """Tokens ``[B, T, D]`` -> ``[B, T, D]``."""
+        if self.norm_first:
+            x = x + self.attention(self.ln1(x))
+            return x + self.ffn(self.ln2(x))
+        x = self.ln1(x + self.attention(x))
+        return self.ln2(x + self.ffn(x))
+
+
+class RowEncoder(nn.Module):
+    """A small Transformer encoder that reads an image's rows as tokens (the twin encoders).
+
+    An image ``[B, C, S, S]`` becomes ``S`` tokens of ``C·S`` features (its rows), embedded
+    linearly, plus a learned position embedding; ``layers`` :class:`EncoderLayer` s, a final
+    LayerNorm (in both placements, so the twins have the same parameters), the mean over
+    tokens and a linear head. Built under the same seed, the Post-LN and the Pre-LN twin have
+    equal initial weights.
+
+    Args:
+        image: image side ``S`` (tokens per image).
+        channels: image channels ``C``.
+        width: model width.
+        layers: encoder layers.
+        heads: attention heads.
+        classes: output classes.
+        norm_first: Pre-LN when True, Post-LN when False.
+    """
+
+    def __init__(self, image=8, channels=1, width=32, layers=2, heads=4, classes=10, norm_first=False):
+        super().__init__()
+        self.norm_first = norm_first
+        self.embed = nn.Linear(channels * image, width)
+        self.position = nn.Parameter(0.02 * torch.randn(image, width))
+        self.layers = nn.ModuleList(EncoderLayer(width, heads, norm_first) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        """Images ``[B, C, S, S]`` -> logits ``[B, classes]``."""
+        x = self.embed(x.permute(0, 2, 1, 3).flatten(2)) + self.position  # rows as tokens: [B, S, C·S] -> [B, S, D]
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.norm(x).mean(dim=1))
