@@ -97,3 +97,23 @@ def test_pretrained_and_scratch_spectra_are_cached_apart(tmp_path, monkeypatch):
     assert len(list((tmp_path / "blockwise_slq").glob("*.npz"))) == 2
     assert list(spectra[PRE]) == list(spectra[SCRATCH])
     assert spectra[PRE]["transformer.h.0.attn.q"].lambda_max != spectra[SCRATCH]["transformer.h.0.attn.q"].lambda_max
+
+
+def test_seed_bars_draw_the_mean_over_seeds_and_leave_out_undefined_values():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hesslab.book.plotting import plot_seed_bars
+
+    _, gap = _tables([0.2, 0.2, 0.2], [0.3, 0.3, 0.3], [0.1, np.nan, 0.3], [0.4, 0.5, 0.6])
+    fig, ax = plt.subplots()
+    plot_seed_bars(ax, gap, "relative_gap", [PRE, SCRATCH], {PRE: "green", SCRATCH: "purple"})
+    heights = [patch.get_height() for patch in ax.patches]
+    assert heights == pytest.approx([0.2, 0.5])
+    from matplotlib.collections import PathCollection
+
+    assert [len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)] == [2, 3]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [PRE, SCRATCH]
+    plt.close(fig)
