@@ -550,6 +550,8 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
         dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     if probes < 1 or steps < 1 or (batches is not None and batches < 1):
         raise DiagnoseError("--probes, --steps and --batches must be at least 1")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise DiagnoseError(f"--device {device}: no CUDA device here; use --device cpu")
     target = load_target(str(model), profile=profile, seed=seed, dtype=dtype, device=device)
     notes = list(target.notes)
     param_dtype = next(target.model.parameters()).dtype
@@ -574,7 +576,10 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
     data_info.update(batches=len(batches_list),
                      examples=int(sum(_batch_size(b) for b in batches_list)))
     spec_blocks, is_default = _parse_blocks(target.model, blocks, target.blocks)
-    resolved = resolve_blocks(target.model, spec_blocks)
+    try:
+        resolved = resolve_blocks(target.model, spec_blocks)
+    except (ValueError, TypeError) as e:
+        raise DiagnoseError(f"--blocks: {_one_line(e)}") from e
     if is_default:
         from hesslab.experiments.heterogeneity import MIN_BLOCK_DIM
 
@@ -826,7 +831,7 @@ def _html(report: dict, pngs: dict) -> str:
     images = "".join(f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}">'
                      f"</figure>" for k, v in pngs.items() if k != "summary")
     rows = "".join(f"<tr><td>{esc(b['name'])}</td><td>{b['dim']}</td><td>{_fmt(b['lambda_max'])}</td>"
-                   f"<td>{_fmt(b['lambda_10'])}</td><td>{_fmt(b['gradient_norm'])}</td>"
+                   f"<td>{_fmt(b['lambda_10'])}</td><td>{_fmt(b['gradient_norm'])}</td><td>{b['zero_gradient_fraction']:.0%}</td>"
                    f"<td>{_fmt(b['suggested_lr'], 3)}</td></tr>" for b in report["blocks"])
     notes = "".join(f"<li>{esc(n)}</li>" for n in report["notes"])
     grad = report["gradient_heterogeneity"]
@@ -856,7 +861,7 @@ probes, seed {report['settings']['seed']}.</p>
 <ul>{notes}</ul>
 <h2>Figures</h2>{figures}
 <h2>Blocks</h2>
-<table><tr><th>block</th><th>dim</th><th>λ_max</th><th>λ₁₀</th><th>gradient norm</th><th>suggested lr</th></tr>
+<table><tr><th>block</th><th>dim</th><th>λ_max</th><th>λ₁₀</th><th>gradient norm</th><th>zero gradient</th><th>suggested lr</th></tr>
 {rows}</table>
 <p>Schema {esc(report['schema'])}, hesslab {esc(report['hesslab_version'])}, {esc(report['created_utc'])};
 the numbers are in report.json.</p>

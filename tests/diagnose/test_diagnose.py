@@ -261,22 +261,26 @@ def _no_weights(tmp_path):
     return str(tmp_path / "ckpt")
 
 
-ERRORS = {
-    "unknown name": (lambda t: "no-such-model", "unknown model 'no-such-model'"),
-    "missing path": (lambda t: str(t / "missing" / "model.py"), "no such file or directory"),
-    "checkpoint without weights": (_no_weights, "checkpoint without weights"),
-    "non-finite loss": (lambda t: str(_write(t, "nan.py", NAN_FILE)), "non-finite loss"),
-    "no data": (lambda t: str(_write(t, "nodata.py", NO_DATA_FILE)), "no data for nodata"),
-    "no double backward": (lambda t: str(_write(t, "fused.py", UNSUPPORTED_FILE)), "without double backward"),
+ERRORS = {  # case -> (MODEL from tmp_path, message, extra arguments)
+    "unknown name": (lambda t: "no-such-model", "unknown model 'no-such-model'", []),
+    "missing path": (lambda t: str(t / "missing" / "model.py"), "no such file or directory", []),
+    "checkpoint without weights": (_no_weights, "checkpoint without weights", []),
+    "non-finite loss": (lambda t: str(_write(t, "nan.py", NAN_FILE)), "non-finite loss", []),
+    "no data": (lambda t: str(_write(t, "nodata.py", NO_DATA_FILE)), "no data for nodata", []),
+    "no double backward": (lambda t: str(_write(t, "fused.py", UNSUPPORTED_FILE)), "without double backward", []),
+    "preset of another model": (lambda t: str(_write(t, "mlp.py", MLP_FILE)), "--blocks: the 'gpt2-qkv'",
+                                ["--blocks", "gpt2-qkv"]),
+    "unknown parameter": (lambda t: str(_write(t, "mlp.py", MLP_FILE)), "parameters the model does not have: nope",
+                          ["--blocks", "nope", "0.weight"]),
 }
 
 
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_errors_exit_2_with_one_line_and_leave_nothing(case, tmp_path, capsys):
-    make, message = ERRORS[case]
+    make, message, extra = ERRORS[case]
     model = make(tmp_path)
     out = tmp_path / "out"
-    rc = dg.main([model, "--out", str(out), "--steps", "5", "--probes", "2", "--quiet"])
+    rc = dg.main([model, "--out", str(out), "--steps", "5", "--probes", "2", "--quiet", *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert message in err and err.startswith("hesslab diagnose: error: ") and "\n" not in err, err
