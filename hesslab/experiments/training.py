@@ -124,8 +124,10 @@ class TrainConfig:
     scale_blocks: object = None
 
     def key(self) -> dict:
-        """The config as the cache key sees it: block scaling appears only when it is used,
-        so the keys of plain runs are those they had before it existed."""
+        """The config as the cache key sees it.
+
+        Block scaling appears only when it is used, so plain runs keep the keys they had before it existed.
+        """
         fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         if not self.block_scales:
             del fields["block_scales"], fields["scale_blocks"]
