@@ -295,6 +295,26 @@ def plot_separation(ax, ratios: Mapping[str, Sequence[float]], *, reference: flo
     ax.set_xlabel("smallest Transformer JS⁰ / largest CNN JS⁰")
 
 
+def plot_against_knob(ax, long, column: str, *, color=None, label: str | None = None) -> None:
+    """A measure against the heterogeneity knob ``c``: mean over seeds with one-sd error bars, a dot per seed.
+
+    Args:
+        ax: matplotlib axis (its x axis becomes log base 2, ticks at the measured ``c``).
+        long: :func:`hesslab.experiments.knob.knob_sweep` output (one row per ``c`` and seed).
+        column: the measure, e.g. ``"js0_log"`` or ``"gap"``.
+        color: line and dot colour (default: the MLP family's).
+        label: legend label of the mean line.
+    """
+    color = family_color("mlp") if color is None else color
+    grouped = long.groupby("c")[column]
+    means, sds = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+    ax.errorbar(means.index, means, yerr=sds, color=color, marker="o", capsize=3, lw=1.4, label=label)
+    ax.scatter(long.c, long[column], color="black", s=9, zorder=3)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(means.index), [f"{c:g}" for c in means.index])
+    ax.set_xlabel("multiplier base c")
+
+
 def plot_seed_bars(ax, long, column: str, models: Sequence[str], colors: Mapping[str, object], *,
                    log: bool = False) -> None:
     """One bar per model at the mean over seeds, a one-sd error bar and a dot per seed (NaN values left out).
@@ -317,3 +337,52 @@ def plot_seed_bars(ax, long, column: str, models: Sequence[str], colors: Mapping
     ax.set_xticks(range(len(models)), list(models), fontsize=8)
     if log:
         ax.set_yscale("log")
+
+
+#: block kind -> marker of :func:`plot_gradient_vs_curvature`
+BLOCK_KIND_MARKERS = {"attention Q/K": "^", "attention V/O": "v", "FFN": "s", "norm": "D", "embedding": "P",
+                      "convolution": "o", "head": "*"}
+
+
+def block_kind(name: str) -> str:
+    """The kind of a parameter block, from its name: a key of :data:`BLOCK_KIND_MARKERS`.
+
+    Args:
+        name: a parameter name, e.g. ``"layers.0.q.weight"`` or ``"classifier.1.weight"``.
+    """
+    parts = name.split(".")
+    if "norm" in name or "normalization" in name or any(p.startswith("ln") for p in parts):
+        return "norm"
+    if any(p in ("q", "k") for p in parts):
+        return "attention Q/K"
+    if any(p in ("v", "o") for p in parts):
+        return "attention V/O"
+    if any(p.startswith("ffn") for p in parts):
+        return "FFN"
+    if "embed.weight" in name or name == "position":
+        return "embedding"
+    if "conv" in name:
+        return "convolution"
+    return "head"
+
+
+def plot_gradient_vs_curvature(ax, table, *, color=None) -> None:
+    """Tomihari & Sato's Figure 1: per block, the gradient norm against the top Hessian eigenvalue (log-log).
+
+    Args:
+        ax: matplotlib axis.
+        table: rows of :func:`hesslab.experiments.sign_methods.measure_blocks` (``block``, ``seed``,
+            ``grad_norm``, ``lambda_max``); blocks whose λ_max is not positive are left out.
+        color: marker colour (default: the Transformer family's).
+    """
+    color = FAMILY_COLORS["transformer"] if color is None else color
+    shown = table[table.lambda_max > 0]
+    for kind, marker in BLOCK_KIND_MARKERS.items():
+        rows = shown[[block_kind(b) == kind for b in shown.block]]
+        if len(rows):
+            ax.scatter(rows.lambda_max, rows.grad_norm, marker=marker, s=28, color=color, alpha=0.7,
+                       edgecolor="k", linewidth=0.3, label=kind)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("λ_max of the block")
+    ax.set_ylabel("gradient norm (mean over mini-batches)")
