@@ -117,6 +117,7 @@ from hesslab.blocks import resolve_blocks
 from hesslab.diagnostics import zero_gradient_fractions
 from hesslab.errors import NonFiniteError, UnsupportedAutogradError
 from hesslab.gradients import block_gradient_norms, gradient_heterogeneity
+from hesslab.experiments.rescue import MAX_FACTOR, block_factors
 from hesslab.js import js0, js_matrix, shared_densities
 from hesslab.plan import plan as cost_plan
 from hesslab.spectra import SpectralDensity
@@ -143,8 +144,9 @@ THRESHOLD = 0.18
 #: Lanczos settings under which :data:`THRESHOLD` was measured (the ``cpu`` profile's blockwise ones)
 DEFAULT_STEPS, DEFAULT_PROBES = 20, 4
 
-#: a suggested rate above this multiple of the base is flagged: the block is nearly flat, 1/λ_max is no guide
-FLAT_RATIO = 1000.0
+#: a block whose rate reaches this multiple of the base (the cap of the book's rule) is named: it is
+#: nearly flat, and 1/λ_max is no guide there
+FLAT_RATIO = MAX_FACTOR
 
 #: a block with a larger fraction of exactly-zero gradient entries is named in the notes
 #: (:func:`hesslab.zero_gradient_fractions`; the book's zoo is tested against the same 5 %)
@@ -484,7 +486,11 @@ def verdict(value: float, sd: float, threshold: float = THRESHOLD) -> str:
 
 
 def suggested_learning_rates(lambda_max: dict[str, float], base_lr: float | None = None) -> tuple[dict, float, str]:
-    """Per-block learning rates ``lr_b = base · λ_max,stiffest / λ_max,b`` (blocks with λ_max > 0).
+    """Per-block learning rates ``lr_b = base · factor_b``: the rule the book tests in its rescue chapter.
+
+    ``factor_b = λ_max,stiffest / λ_max,b``, capped at
+    :data:`hesslab.experiments.rescue.MAX_FACTOR` for blocks flatter than that (and for blocks
+    whose largest eigenvalue is not positive), as :func:`hesslab.experiments.rescue.block_factors`.
 
     Args:
         lambda_max: ``{block: λ_max}``.
@@ -492,15 +498,18 @@ def suggested_learning_rates(lambda_max: dict[str, float], base_lr: float | None
             descent's stability limit 2/λ on a quadratic).
 
     Returns:
-        ``({block: lr or None}, base, stiffest block)``.
+        ``({block: lr or None}, base, stiffest block)``; every rate is None when no block has
+        positive curvature, and a block with a non-finite λ_max gets None.
     """
-    positive = {n: v for n, v in lambda_max.items() if v > 0 and math.isfinite(v)}
-    if not positive:
+    import pandas as pd
+
+    finite = pd.Series({n: v for n, v in lambda_max.items() if math.isfinite(v)}, dtype=float)
+    if finite.empty or not finite.max() > 0:
         return {n: None for n in lambda_max}, float("nan"), ""
-    stiffest = max(positive, key=positive.get)
-    top = positive[stiffest]
-    base = 1.0 / top if base_lr is None else float(base_lr)
-    return {n: (base * top / positive[n] if n in positive else None) for n in lambda_max}, base, stiffest
+    stiffest = str(finite.idxmax())
+    base = 1.0 / finite.max() if base_lr is None else float(base_lr)
+    factors = block_factors(finite)
+    return {n: (base * float(factors[n]) if n in factors else None) for n in lambda_max}, base, stiffest
 
 
 def _per_probe_js0(spectra: dict[str, SpectralDensity], options: dict) -> list[float]:
@@ -707,9 +716,10 @@ def _verdict_text(label: str, value: float, sd: float, lrs: dict, base: float, s
     numbers = f"JS⁰ = {value:.3f} ± {sd:.3f} against the threshold {THRESHOLD}"
     if label == "heterogeneous":
         rates = ", ".join(f"{n}: {lr:.3g}" for n, lr in lrs.items() if lr is not None)
-        flat = [n for n, lr in lrs.items() if lr is not None and lr > FLAT_RATIO * base]
+        flat = [n for n, lr in lrs.items() if lr is not None and lr >= FLAT_RATIO * base * (1 - 1e-9)]
         caution = (f"; {len(flat)} block(s) have λ_max below 1/{FLAT_RATIO:g} of the stiffest (almost no curvature "
-                   "here, e.g. attention Q and K at initialisation): cap their rates" if flat else "")
+                   f"here, e.g. attention Q and K at initialisation), so their rates are capped at {FLAT_RATIO:g} × base"
+                   if flat else "")
         return (f"block-heterogeneous ({numbers}): expect SGD to lag Adam; suggested per-block learning rates "
                 f"(lr_b ∝ 1/λ_max,b, the stiffest block {stiffest} at base {base:.3g}): {rates}{caution}")
     if label == "homogeneous":

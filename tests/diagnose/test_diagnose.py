@@ -353,8 +353,10 @@ def test_verdict_margin_rule():
 def test_suggested_learning_rates_scale_with_inverse_curvature():
     lrs, base, stiffest = dg.suggested_learning_rates({"a": 4.0, "b": 0.5, "c": -1.0}, base_lr=0.1)
     assert stiffest == "a" and base == 0.1
-    assert lrs == {"a": 0.1, "b": pytest.approx(0.8), "c": None}
+    assert lrs == {"a": 0.1, "b": pytest.approx(0.8), "c": pytest.approx(0.1 * dg.FLAT_RATIO)}, "capped, as the book's rule"
     assert dg.suggested_learning_rates({"a": 4.0, "b": 2.0})[0] == {"a": 0.25, "b": 0.5}
+    assert dg.suggested_learning_rates({"a": 4.0, "b": 1e-9})[0]["b"] == pytest.approx(0.25 * dg.FLAT_RATIO)
+    assert dg.suggested_learning_rates({"a": -1.0, "b": float("nan")})[0] == {"a": None, "b": None}
 
 
 def test_second_run_comes_from_the_cache(mlp_run, tmp_path):
