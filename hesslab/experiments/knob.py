@@ -308,12 +308,19 @@ def knob_report(long: pd.DataFrame, profile: str, reference: pd.DataFrame | None
     if not failed.empty:
         lines.append(f"* AdamW ends at or above the chance loss ln 10 = {CHANCE_LOSS:.2f} nats at "
                      + ", ".join(f"c = {r.c:g} (seed {r.seed}: {r.adam:.3g})" for r in failed.itertuples())
-                     + ": there neither optimiser learned the task within the budget, and the gap compares two failures.")
+                     + ": there AdamW did not learn the task within the budget, so the gap does not measure "
+                     "SGD's shortfall.")
         learned = long[~long.c.isin(failed.c)]
         if learned.c.nunique() >= 2:
             kept = rise_verdict(learned, GAP_COLUMN, what="the gap (nats)")
             lines.append(f"* Post hoc, over the c values where AdamW learned in every seed only: {kept}. "
                          "This check was added after seeing the sweep; the verdict above is the one that counts.")
+    others = {v: rise_verdict(long, f"js0_{v}", what="JS⁰") for v in het.JS_VARIANTS
+              if v != variant and f"js0_{v}" in long}
+    if others:
+        lines.append("* JS⁰ under the other variants (the same two tests): " + "; ".join(
+            f"{het.VARIANT_LABELS[v]}: ρ = {o.numbers['correlation']['rho']:.2f}, "
+            + o.says("rises beyond the margins", "does not rise beyond the margins") for v, o in others.items()) + ".")
     relative = rise_verdict(long, "relative_gap", what="the relative gap")
     lines.append(f"* For comparison, the relative gap (the gap chapter's metric, whose denominator grows with the "
                  f"initial loss the multipliers inflate): {relative}.")

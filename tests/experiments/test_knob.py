@@ -100,6 +100,8 @@ def test_adam_at_chance_is_named_and_the_post_hoc_check_is_labelled():
     long.loc[long.c == 8.0, "adam"] = 2.5
     report = knob.knob_report(long, "c")
     assert "AdamW ends at or above the chance loss ln 10 = 2.30 nats at c = 8 (seed 0: 2.5)" in report
+    assert "JS⁰ under the other variants (the same two tests): linear axis, shared max (paper's plot axis): " \
+           "ρ = 0.00, does not rise beyond the margins." in report
     assert "Post hoc, over the c values where AdamW learned in every seed only" in report
 
 
