@@ -297,14 +297,14 @@ _MIXER_TRAINING = {"smoke": dict(num_batches=30, augment=True), "cpu": dict(num_
 _SIGN_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 _SGD_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 _SIGN_METHODS = {
-    "smoke": dict(pretraining=dict(steps=60, batch_size=32, num_batches=20, lr=3e-3),
+    "smoke": dict(pretraining=dict(steps=40, batch_size=32, num_batches=20, lr=3e-3),
                   finetuning=dict(steps=30, batch_size=32, num_batches=10), gradient_batches=4,
-                  hessian=(2, 64), lanczos=(10, 2),
+                  hessian=(1, 64), lanczos=(8, 1),
                   lrs={"adamw": (1e-3, 1e-2), "signsgd": (1e-3, 1e-2), "signum": (1e-3, 1e-2),
                        "sgd": (0.03, 0.3), "sgd-plain": (0.03, 0.3)}),
     "cpu": dict(pretraining=dict(steps=300, batch_size=64, num_batches=15, lr=3e-3),
-                finetuning=dict(steps=150, batch_size=64, num_batches=14), gradient_batches=8,
-                hessian=(1, 256), lanczos=(20, 2),
+                finetuning=dict(steps=100, batch_size=64, num_batches=14), gradient_batches=8,
+                hessian=(1, 128), lanczos=(20, 1),
                 lrs={"adamw": _SIGN_GRID, "signsgd": _SIGN_GRID, "signum": _SIGN_GRID,
                      "sgd": _SGD_GRID, "sgd-plain": _SGD_GRID}),
     "paper": dict(pretraining=dict(steps=3000, batch_size=64, num_batches=15, lr=3e-4),

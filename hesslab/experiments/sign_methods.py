@@ -417,13 +417,13 @@ def gradient_report(blocks: pd.DataFrame, runs: pd.DataFrame, profile: str, *, c
     for name in (POSTLN, PRELN):
         mean = blocks[blocks.model == name].groupby("block")[["grad_norm", "lambda_max"]].mean()
         v = verdicts.correlation_verdict(mean.lambda_max, mean.grad_norm,
-                                         what=f"{name}: Spearman's ρ of gradient norm and λ_max over blocks")
+                                         what="Spearman's ρ of gradient norm and λ_max over blocks")
         lines.append(f"* (ii) large gradients on sharp blocks, {name}: {v}. This {verdicts.reproduces(v)} "
                      "their Figure 1.")
     for name in (POSTLN, PRELN):
         for gradient, sign in PAIRS:
             v = _ordering(_by_seed(runs, "relative_gap", name, sign), _by_seed(runs, "relative_gap", name, gradient),
-                          f"{name}: relative gap of {OPTIMISER_LABELS[sign]} vs {OPTIMISER_LABELS[gradient]}")
+                          f"relative gap of {OPTIMISER_LABELS[sign]} vs {OPTIMISER_LABELS[gradient]}")
             lines.append(f"* (iii) {OPTIMISER_LABELS[gradient]} behind {OPTIMISER_LABELS[sign]}, {name}: {v}. "
                          f"This {verdicts.reproduces(v)} the paper.")
     v = _ordering(_by_seed(runs, "relative_gap", PRELN, "sgd"), _by_seed(runs, "relative_gap", POSTLN, "sgd"),
