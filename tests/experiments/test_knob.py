@@ -162,3 +162,15 @@ def test_the_knob_grids_are_wide_enough_for_every_c():
     assert min(grids["sgd"]) <= 1e-7 and max(grids["sgd"]) >= 1.0
     assert min(grids["adamw"]) <= 1e-5 and max(grids["adamw"]) >= 0.1
     assert np.all(np.diff(np.log10(grids["sgd"])) <= 0.51)
+
+
+def test_the_sweep_measures_every_c_and_reads_its_cache(tmp_path):
+    long = knob.knob_sweep([1, 4], "smoke", seeds=[0], cache=tmp_path, progress=False, device="cpu")
+    assert list(long.c) == [1.0, 4.0] and list(long.seed) == [0, 0]
+    plain, steep = long.iloc[0], long.iloc[1]
+    # c = 4 multiplies the logits by 16 (smoke: three layers): the initial loss is far above ln 10
+    assert plain.initial == pytest.approx(math.log(10), abs=0.3) and steep.initial > 2 * plain.initial
+    assert (long.adam < long.initial).all() and np.isfinite(long.relative_gap).all()
+    assert set(long.columns) >= {f"js0_{v}" for v in het.JS_VARIANTS} | {"gap", "adam_edge", "sgd_edge"}
+    again = knob.knob_sweep([1, 4], "smoke", seeds=[0], cache=tmp_path, progress=False, device="cpu")
+    pd.testing.assert_frame_equal(again, long)
