@@ -721,7 +721,8 @@ def _verdict_text(label: str, value: float, sd: float, lrs: dict, base: float, s
                    f"here, e.g. attention Q and K at initialisation), so their rates are capped at {FLAT_RATIO:g} × base"
                    if flat else "")
         return (f"block-heterogeneous ({numbers}): expect SGD to lag Adam; suggested per-block learning rates "
-                f"(lr_b ∝ 1/λ_max,b, the stiffest block {stiffest} at base {base:.3g}): {rates}{caution}")
+                f"(lr_b ∝ 1/λ_max,b, the stiffest block {stiffest} at base {base:.3g}; the rule the book's rescue "
+                f"chapter tests): {rates}{caution}")
     if label == "homogeneous":
         return f"block-homogeneous ({numbers}): SGD with momentum should do about as well as Adam"
     return (f"inconclusive ({numbers}): the error bar straddles the threshold; raise --probes and --steps "
