@@ -47,7 +47,7 @@ import hesslab.experiments.training as _train
 from hesslab.batching import call_model
 from hesslab.experiments import verdicts
 from hesslab.experiments.batches import _cycled_image_batches, _digit_images
-from hesslab.experiments.gap import relative_gap
+from hesslab.experiments.gap import FIT_SHARE, relative_gap
 from hesslab.experiments.models import build
 from hesslab.experiments.profiles import sign_methods_settings
 from hesslab.gradients import block_gradient_norms, gradient_heterogeneity
@@ -438,6 +438,13 @@ def gradient_report(blocks: pd.DataFrame, runs: pd.DataFrame, profile: str, *, c
         v = _ordering(_by_seed(het, "log10_spread", cnn), encoders,
                       f"gradient heterogeneity, {cnn} vs the smaller of the encoders'")
         lines.append(f"* (v) little of it on the CNN, the heterogeneity: {v}. This {verdicts.reproduces(v)} the paper.")
+    means = runs[runs.optimizer.isin(["adamw", "sgd"])].groupby(["model", "optimizer"])[["initial", "final"]].mean()
+    fitted = [m for m in dict.fromkeys(runs.model)
+              if all(means.loc[(m, o), "final"] < FIT_SHARE * means.loc[(m, o), "initial"] for o in ("adamw", "sgd")
+                     if (m, o) in means.index)]
+    if fitted:
+        lines.append(f"* Adam and SGD momentum both fit the fine-tuning set (final loss below {FIT_SHARE:.0%} of the "
+                     f"initial loss) on {', '.join(fitted)}: there a small relative gap says little.")
     edges = runs[runs.edge]
     if len(edges):
         named = sorted({f"{m}/{OPTIMISER_LABELS[o]}" for m, o in zip(edges.model, edges.optimizer)})

@@ -96,6 +96,14 @@ def test_the_report_does_not_reproduce_when_every_claim_fails():
     assert "ρ is not positive" in report
 
 
+def test_a_model_that_fits_the_set_is_named():
+    blocks, runs = _tables(True)
+    assert "fit the fine-tuning set" not in sm.gradient_report(blocks, runs, "smoke")
+    runs.loc[runs.model == "resnet18", "final"] = 0.01
+    assert "fit the fine-tuning set (final loss below 2% of the initial loss) on resnet18:" in sm.gradient_report(
+        blocks, runs, "smoke")
+
+
 def test_an_undefined_relative_gap_is_not_established():
     blocks, runs = _tables(True)
     runs.loc[(runs.model == sm.POSTLN) & (runs.optimizer == "signsgd"), "relative_gap"] = np.nan
