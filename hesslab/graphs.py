@@ -71,6 +71,36 @@ def build_graph(loss: Callable[[], Tensor], params: Sequence[Tensor], weight: fl
     return Graph(weight, kept, sum(storages.values()))
 
 
+def _once_differentiable_code():
+    from torch.autograd.function import once_differentiable
+
+    return once_differentiable(lambda ctx, *grads: None).__code__
+
+
+#: the code of torch's ``@once_differentiable`` wrapper, the same object for every function it wraps
+_ONCE_DIFFERENTIABLE = _once_differentiable_code()
+
+
+def first_order_only(loss: Tensor) -> list[str]:
+    """Names of the custom autograd Functions in ``loss``'s graph whose backward is ``@once_differentiable``.
+
+    Such a backward runs without recording a graph, so differentiating the gradient again
+    treats its output as a constant: torch raises nothing and the Hessian terms through the
+    function are silently missing.
+    """
+    found, seen, stack = [], set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        forward_cls = getattr(node, "_forward_cls", None)
+        if forward_cls is not None and getattr(forward_cls.backward, "__code__", None) is _ONCE_DIFFERENTIABLE:
+            found.append(forward_cls.__qualname__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return sorted(set(found))
+
+
 class RetainedGraphs:
     """Graphs kept between products, within a budget, valid for one set of weights.
 

@@ -40,7 +40,7 @@ from hesslab.batching import Batch, DataPasses, call_model, default_batch_size, 
 from hesslab.blocks import Block, BlockPart, resolve_blocks, select_parameters
 from hesslab.errors import (ATTENTION_FIX, UNSUPPORTED, DataChangedError, ModelChangedError, NonFiniteError,
                             UnsupportedAutogradError)
-from hesslab.graphs import Graph, RetainedGraphs, build_graph
+from hesslab.graphs import Graph, RetainedGraphs, build_graph, first_order_only
 from hesslab.measurement import BATCHNORM_MODES, PRECISIONS, measurement_mode
 from hesslab.operators import dense_matrix
 from hesslab.products import ReverseProducts, forward_product
@@ -156,6 +156,7 @@ class HessianOperator:
         self.graphs = RetainedGraphs(graph_memory_budget, self.device)
         self._reverse = ReverseProducts(self.names, self.params, vectorize)
         self._resolved_method: str | None = None if method == "auto" else method
+        self._graph_checked = False  # first_order_only looked at the first graph built
 
     # ------------------------------------------------------------------ public
     @property
@@ -307,6 +308,9 @@ class HessianOperator:
                     del graph  # kept only if the retained graphs hold it
                 else:
                     inputs, targets = self._prepare(inputs, targets)
+                    if not self._graph_checked:  # forward-over-reverse differentiates the same backward
+                        with torch.enable_grad():
+                            self._differentiable_twice(self._loss(inputs, targets))
                     named = dict(zip(self.names, self.params))
                     for out, (block, v) in zip(outs, requests):
                         out.add_(forward_product(self.model, self.loss_fn, named, inputs, targets, block, v),
@@ -349,11 +353,25 @@ class HessianOperator:
                 "loss is meaningless: check the data, the model's initialisation and dtype"
             )
 
+    def _differentiable_twice(self, loss: Tensor) -> Tensor:
+        """``loss``, after refusing a graph through which double backward would be silently wrong."""
+        if not self._graph_checked:
+            if once := first_order_only(loss):
+                raise UnsupportedAutogradError(
+                    f"the custom autograd Function(s) {', '.join(once)} mark their backward @once_differentiable: "
+                    "differentiating their gradient again (double backward, or forward-mode AD of the backward) "
+                    "gives no error but silently drops their second derivatives, so Hessian-vector products "
+                    "would be wrong. Give the Function a differentiable backward, or use its plain PyTorch "
+                    "equivalent.")
+            self._graph_checked = True
+        return loss
+
     def _graph(self, i: int, inputs, targets, weight: float) -> Graph:
         graph = self.graphs.get(i)
         if graph is None:
             inputs, targets = self._prepare(inputs, targets)
-            graph = build_graph(lambda: self._checked_loss(inputs, targets, i), self.params, weight)
+            graph = build_graph(lambda: self._differentiable_twice(self._checked_loss(inputs, targets, i)),
+                                self.params, weight)
             self.graphs.offer(i, graph, self._watched())
         return graph
 

@@ -151,6 +151,64 @@ def test_auto_falls_back_to_forward_mode(monkeypatch):
         op @ v  # decided once: no second warning
 
 
+class _CubeOnce(torch.autograd.Function):
+    """x³ with a first-order-only backward: double backward through it is silently zero in torch."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * grad
+
+
+class _CubeTwice(_CubeOnce):
+    """x³ with a differentiable backward."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * grad
+
+
+class _CubeNet(nn.Module):
+    def __init__(self, cube=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.cube = nn.Linear(4, 3).double(), nn.Linear(3, 2).double(), cube
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h ** 3 if self.cube is None else self.cube.apply(h))
+
+
+def _cube_data():
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randint(0, 2, (6,), generator=g))]
+
+
+def test_once_differentiable_functions_are_refused_not_silently_dropped():
+    """Double backward and forward-mode AD of the backward both see a @once_differentiable backward
+    as a constant: torch raises nothing, so the operator must."""
+    data = _cube_data()
+    for method in ("reverse", "forward", "auto"):
+        op = HessianOperator(_CubeNet(_CubeOnce), F.cross_entropy, data, method=method)
+        with pytest.raises(UnsupportedAutogradError, match="_CubeOnce mark their backward @once_differentiable"):
+            op @ torch.ones(op.dim, dtype=torch.float64)
+
+
+def test_custom_functions_with_a_differentiable_backward_give_the_true_hessian():
+    data = _cube_data()
+    truth = HessianOperator(_CubeNet(), F.cross_entropy, data).dense()
+    for method in ("reverse", "auto"):
+        dense = HessianOperator(_CubeNet(_CubeTwice), F.cross_entropy, data, method=method).dense()
+        assert dense.allclose(truth, rtol=1e-10, atol=1e-12)
+
+
 def test_bad_options():
     case = tiny_mlp()
     with pytest.raises(ValueError, match="method must be one of"):
