@@ -475,10 +475,16 @@ def default_workers(device=None, work: int | None = None) -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def _train_in_worker(threads: int, args: tuple, kwargs: dict) -> TrainResult:
-    """One :func:`train` call in a worker process, with ``threads`` intra-op threads."""
+def _train_in_worker(threads: int, args: tuple, kwargs: dict) -> tuple:
+    """One :func:`train` call in a worker process, with ``threads`` intra-op threads.
+
+    Returns ``(losses, encoded states)``, plain numpy arrays: torch tensors sent back through a
+    process pool travel as shared-memory file descriptors, which the parent must fetch from the
+    worker's resource sharer, and under load that hand-over can fail (``ConnectionRefusedError``).
+    """
     torch.set_num_threads(threads)
-    return train(*args, **kwargs)
+    result = train(*args, **kwargs)
+    return result.losses, _encode_states(result.states)
 
 
 def grid_search(build_model, loss_fn, batches, base: TrainConfig, lrs: Sequence[float], *,
@@ -538,7 +544,8 @@ def _parallel_runs(build_model, loss_fn, batches, configs: dict, workers: int, t
                    disable=not progress, leave=False)
         runs = {}
         for lr, future in futures.items():
-            runs[lr] = future.result()
+            losses, arrays = future.result()
+            runs[lr] = TrainResult(configs[lr], losses, _decode_states(arrays, f"the run at lr={lr:g}"))
             bar.update()
         bar.close()
     return runs

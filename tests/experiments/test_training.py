@@ -140,8 +140,9 @@ def test_grid_search_in_worker_processes_equals_the_serial_search(tmp_path):
         np.testing.assert_allclose(parallel[lr].losses, serial[lr].losses, rtol=1e-5)
         assert set(parallel[lr].states) == {0.0, 1.0}
     again = grid_search(make, built.loss_fn, batches, base, lrs, workers=2, progress=False, cache=tmp_path)[1]
-    for lr in lrs:  # served from the cache in this process
+    for lr in lrs:  # served from the cache in this process; the workers' states came back as plain arrays
         np.testing.assert_array_equal(again[lr].losses, parallel[lr].losses)
+        assert all(torch.equal(again[lr].states[f][k], v) for f in (0.0, 1.0) for k, v in parallel[lr].states[f].items())
 
 
 def test_a_changed_architecture_under_the_gap_studys_cache_key_is_a_new_run(tmp_path):
