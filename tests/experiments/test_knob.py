@@ -131,15 +131,33 @@ def test_the_training_cache_key_changes_with_c(tmp_path):
     store = open_cache(tmp_path)
 
     def key(c):
-        make = functools.partial(knob._built_model, c, "smoke", 0)
+        make = functools.partial(knob._built_model, {"c": c}, "smoke", 0)
         return _train._built_and_stored(make, built.loss_fn, batches, config, store, {"options": {"c": c}})[1]
 
     assert key(1.0) == key(1.0)
     assert key(1.0) != key(4.0)
     # the model alone (its multipliers buffer) tells two c apart, even under one description
-    make = [functools.partial(knob._built_model, c, "smoke", 0) for c in (1.0, 4.0)]
+    make = [functools.partial(knob._built_model, {"c": c}, "smoke", 0) for c in (1.0, 4.0)]
     keys = [_train._built_and_stored(m, built.loss_fn, batches, config, store, {"model": "x"})[1] for m in make]
     assert keys[0] != keys[1]
+
+
+def test_the_reparametrized_knob_changes_only_the_parametrisation():
+    """Same function at initialisation for every c; block l's Hessian is the plain MLP's times c**(2l)."""
+    import torch
+
+    from hesslab import HessianOperator, exact_block_eigenvalues
+
+    plain, steep = (build(knob.MODEL, "smoke", seed=0, dtype=torch.float64, **knob.model_options(c, True))
+                    for c in (1.0, 2.0))
+    assert knob.model_options(2.0) == {"c": 2.0} and knob.model_options(2.0, True) == {"c": 2.0, "reparametrized": True}
+    x = torch.randn(16, 64, dtype=torch.float64)
+    assert torch.allclose(plain.model(x), steep.model(x), rtol=1e-12, atol=1e-14)
+    data = [(x, torch.randint(0, 10, (16,)))]
+    blocks = ["layers.0.bias", "layers.1.bias", "layers.2.bias"]
+    eig = [exact_block_eigenvalues(HessianOperator(b.model, b.loss_fn, data), blocks) for b in (plain, steep)]
+    for l, name in enumerate(blocks):
+        np.testing.assert_allclose(eig[1][name], 4.0 ** l * eig[0][name], rtol=1e-9, atol=1e-12)
 
 
 def test_a_cached_spectrum_is_never_served_for_another_c(tmp_path):

@@ -169,8 +169,9 @@ def _preln_encoder(**sizes):
     return _encoder(**sizes, norm_first=True)
 
 
-def _mlp(features, width, depth, classes, c):
-    return HeterogeneousMLP(features, width, depth, classes, c), {"features": features, "classes": classes}
+def _mlp(features, width, depth, classes, c, reparametrized=False):
+    return (HeterogeneousMLP(features, width, depth, classes, c, reparametrized),
+            {"features": features, "classes": classes})
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,8 @@ def build(name: str, size: str = "cpu", *, seed: int = 0, device: torch.device |
         seed: initialisation seed.
         device: where to allocate (``"meta"`` counts parameters without memory).
         dtype: parameter dtype.
-        **options: ``c`` for ``"hetero-mlp"`` (the layer multiplier base).
+        **options: ``c`` (the layer multiplier base) and ``reparametrized`` for ``"hetero-mlp"``
+            (see :class:`~hesslab.experiments.models.handwritten.HeterogeneousMLP`).
 
     Returns:
         A :class:`BuiltModel` in eval mode.
@@ -279,6 +281,8 @@ def build(name: str, size: str = "cpu", *, seed: int = 0, device: torch.device |
     kwargs = dict(profile(size).models[name])
     if name == "hetero-mlp" and "c" in options:
         kwargs["c"] = float(options.pop("c"))
+    if name == "hetero-mlp" and "reparametrized" in options:
+        kwargs["reparametrized"] = bool(options.pop("reparametrized"))
     if options:
         raise TypeError(f"unexpected options for {name!r}: {sorted(options)}")
     torch.manual_seed(seed)

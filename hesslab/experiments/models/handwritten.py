@@ -96,14 +96,28 @@ class HeterogeneousMLP(nn.Module):
 
     With ``c = 1`` it is a plain MLP; larger ``c`` makes the layers' Hessian blocks live
     on different scales (block heterogeneity). The paper's exact construction is
-    unverified; this is the documented choice of this book.
+    unverified; this is the documented choice of this book, in two versions:
+
+    - ``reparametrized=False`` (the default): the multipliers act on the usual
+      initialisation, so the network's function changes with ``c`` too (its logits grow
+      as ``c**(depth-1)``, its tanh units saturate);
+    - ``reparametrized=True``: layer ``l``'s weights and bias are initialised divided by
+      ``c**l``, so at initialisation the network computes exactly the ``c = 1`` function
+      and only the parametrisation differs: block ``l``'s Hessian is the plain MLP's times
+      ``c**(2l)``. Heterogeneity without anything else changing.
     """
 
-    def __init__(self, in_features=64, width=64, depth=4, num_classes=10, c=1.0):
+    def __init__(self, in_features=64, width=64, depth=4, num_classes=10, c=1.0, reparametrized=False):
         super().__init__()
         sizes = [in_features] + [width] * (depth - 1) + [num_classes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.reparametrized = bool(reparametrized)
         self.register_buffer("multipliers", torch.tensor([float(c) ** l for l in range(depth)]))
+        if self.reparametrized:
+            with torch.no_grad():
+                for layer, multiplier in zip(self.layers, self.multipliers):
+                    layer.weight.div_(multiplier)
+                    layer.bias.div_(multiplier)
 
     def forward(self, x):
         """Inputs ``[B, in_features]`` (flattened if needed) -> logits ``[B, classes]``."""
