@@ -101,25 +101,30 @@ def relative_gap(initial: float, adam: float, sgd: float) -> float:
     return (sgd - adam) / (initial - adam)
 
 
-def fresh_model(name: str, size: str, seed: int):
-    """A newly built ``name`` at ``size`` (picklable, for training in worker processes)."""
-    return build(name, size, seed=seed).model
+def fresh_model(name: str, size: str, seed: int, options: dict | None = None):
+    """A newly built ``name`` at ``size`` with model ``options`` (picklable, for training in worker processes)."""
+    return build(name, size, seed=seed, **(options or {})).model
 
 
-def training_inputs(name: str, profile: str, seed: int):
+def training_inputs(name: str, profile: str, seed: int, options: dict | None = None):
     """What every training run of ``name`` under ``profile`` shares: ``(settings, built, batches, cache_key)``.
 
-    ``settings`` is :func:`gap_settings`, ``built`` the model built at ``seed``, ``batches`` its
-    training batches (seeded by ``seed``) and ``cache_key`` the description that keys its runs.
+    ``settings`` is :func:`gap_settings` (with ``options`` added), ``built`` the model built at
+    ``seed`` with the model ``options`` of :func:`~hesslab.experiments.models.build` (e.g. the
+    heterogeneous MLP's ``c``), ``batches`` its training batches (seeded by ``seed``) and
+    ``cache_key`` the description that keys its runs (naming ``options`` when there are any).
     """
-    settings = gap_settings(name, profile)
-    built = build(name, settings["size"], seed=seed)
+    options = dict(options or {})
+    settings = gap_settings(name, profile) | options
+    built = build(name, settings["size"], seed=seed, **options)
     augment = settings.get("augment", False)
     batches = model_batches(built, settings["num_batches"], settings["batch_size"], seed=seed, augment=augment)
     key = {"model": name, "size": settings["size"], "seed": seed, "data": "batches.model_batches/train",
            "batch_size": settings["batch_size"], "num_batches": settings["num_batches"]}
     if augment:
         key["augment"] = True
+    if options:
+        key["options"] = options
     return settings, built, batches, key
 
 
@@ -138,7 +143,7 @@ def base_config(settings: dict, optimizer: str, seed: int, **extra) -> _train.Tr
 
 
 def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, progress: bool = True,
-              device=None) -> GapStudy:
+              device=None, options: dict | None = None, lrs: dict | None = None) -> GapStudy:
     """Grid-search AdamW and SGD with momentum on ``name`` and measure the gap.
 
     Args:
@@ -148,16 +153,20 @@ def gap_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, pro
         cache: where runs are cached (``True``: the default cache; ``None``: no cache).
         progress: progress bars.
         device: where to train (default: CUDA when available); runs are cached independently of it.
+        options: model options of :func:`~hesslab.experiments.models.build` (in the runs' keys).
+        lrs: optimiser -> learning-rate grid, replacing the profile's (``settings["lrs"]``).
 
     Returns:
         The :class:`GapStudy`.
     """
-    settings, built, batches, key = training_inputs(name, profile, seed)
+    settings, built, batches, key = training_inputs(name, profile, seed, options)
+    if lrs is not None:
+        settings["lrs"] = {optimizer: list(grid) for optimizer, grid in lrs.items()}
     best, runs = {}, {}
-    for optimizer, lrs in settings["lrs"].items():
+    for optimizer, grid in settings["lrs"].items():
         best[optimizer], runs[optimizer] = _train.grid_search(
-            functools.partial(fresh_model, name, settings["size"], seed), built.loss_fn, batches,
-            base_config(settings, optimizer, seed), lrs, cache=cache, cache_key=key, progress=progress,
+            functools.partial(fresh_model, name, settings["size"], seed, options or None), built.loss_fn, batches,
+            base_config(settings, optimizer, seed), grid, cache=cache, cache_key=key, progress=progress,
             device=default_device(device), workers=_train.default_workers(default_device(device), work=settings["steps"]))
     return GapStudy(name, built.family, profile, settings, best["adamw"], best["sgd"], runs)
 

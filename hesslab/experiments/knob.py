@@ -18,20 +18,15 @@ also named in the keys' descriptions.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-import hesslab.experiments.training as _train
 from hesslab.experiments import heterogeneity as het
 from hesslab.experiments import verdicts
-from hesslab.experiments.batches import model_batches
-from hesslab.experiments.data import default_device
-from hesslab.experiments.gap import GapStudy, base_config, gap_settings
-from hesslab.experiments.models import build
+from hesslab.experiments.gap import GapStudy, gap_settings, gap_study
 
 #: the model whose heterogeneity is the knob
 MODEL = "hetero-mlp"
@@ -86,29 +81,12 @@ def knob_gap_study(c: float, profile: str = "cpu", *, seed: int = 0, cache=True,
         The :class:`~hesslab.experiments.gap.GapStudy` (its ``settings`` gain the model options).
     """
     options = model_options(c, reparametrized)
-    settings = gap_settings(MODEL, profile) | options
+    lrs = gap_settings(MODEL, profile)["lrs"]
     if reparametrized:  # Adam's steps in layer l's weights grow as c**l: its grid reaches lower
-        low = min(settings["lrs"]["adamw"])
-        settings["lrs"]["adamw"] = sorted({float(f"{low * 10 ** (-k / 2):.3g}") for k in range(1, 5)}
-                                          | set(settings["lrs"]["adamw"]))
-    built = build(MODEL, settings["size"], seed=seed, **options)
-    batches = model_batches(built, settings["num_batches"], settings["batch_size"], seed=seed)
-    key = {"model": MODEL, "size": settings["size"], "seed": seed, "data": "batches.model_batches/train",
-           "batch_size": settings["batch_size"], "num_batches": settings["num_batches"], "options": options}
-    device = default_device(device)
-    best, runs = {}, {}
-    for optimizer, lrs in settings["lrs"].items():
-        best[optimizer], runs[optimizer] = _train.grid_search(
-            functools.partial(_built_model, options, settings["size"], seed), built.loss_fn, batches,
-            base_config(settings, optimizer, seed), lrs,
-            cache=cache, cache_key=key, progress=progress, device=device,
-            workers=_train.default_workers(device, work=settings["steps"]))
-    return GapStudy(MODEL, built.family, profile, settings, best["adamw"], best["sgd"], runs)
-
-
-def _built_model(options: dict, size: str, seed: int):
-    """The heterogeneous MLP with :func:`model_options` ``options`` at ``size`` (picklable, for worker processes)."""
-    return build(MODEL, size, seed=seed, **options).model
+        low = min(lrs["adamw"])
+        lrs["adamw"] = sorted({float(f"{low * 10 ** (-k / 2):.3g}") for k in range(1, 5)} | set(lrs["adamw"]))
+    return gap_study(MODEL, profile, seed=seed, cache=cache, progress=progress, device=device, options=options,
+                     lrs=lrs)
 
 
 def at_grid_edge(runs: dict) -> bool:

@@ -12,7 +12,7 @@ import hesslab.experiments.training as _train
 from hesslab.experiments import heterogeneity as het
 from hesslab.experiments import knob
 from hesslab.experiments.batches import model_batches
-from hesslab.experiments.gap import base_config, gap_settings
+from hesslab.experiments.gap import base_config, fresh_model, gap_settings
 from hesslab.experiments.models import build
 from hesslab.storage.cache import open_cache
 
@@ -131,13 +131,13 @@ def test_the_training_cache_key_changes_with_c(tmp_path):
     store = open_cache(tmp_path)
 
     def key(c):
-        make = functools.partial(knob._built_model, {"c": c}, "smoke", 0)
+        make = functools.partial(fresh_model, knob.MODEL, "smoke", 0, {"c": c})
         return _train._built_and_stored(make, built.loss_fn, batches, config, store, {"options": {"c": c}})[1]
 
     assert key(1.0) == key(1.0)
     assert key(1.0) != key(4.0)
     # the model alone (its multipliers buffer) tells two c apart, even under one description
-    make = [functools.partial(knob._built_model, {"c": c}, "smoke", 0) for c in (1.0, 4.0)]
+    make = [functools.partial(fresh_model, knob.MODEL, "smoke", 0, {"c": c}) for c in (1.0, 4.0)]
     keys = [_train._built_and_stored(m, built.loss_fn, batches, config, store, {"model": "x"})[1] for m in make]
     assert keys[0] != keys[1]
 
