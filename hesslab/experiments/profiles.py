@@ -347,7 +347,7 @@ _CHAPTERS = {
         "convergence": {"batches": [1, 2], "steps": [5, 10], "probes": [1, 2, 4]},
         "mlp_hessian": {"steps": 300},
         "full_spectra": {"models": ["resnet18", "gpt2-nano"]},
-        "rescue": {"models": ["gpt2", "resnet18"]},
+        "rescue": {"models": ["gpt2", "resnet18", "hetero-mlp"], "knob": {"c": 4.0, "reparametrized": True}},
         "heterogeneous_mlp": {"c_values": [1, 2, 4], "seeds": [0, 1]},
         "gradient_heterogeneity": {"seeds": [0, 1]},
     },

@@ -55,7 +55,7 @@ BLOCK_SGD = "sgd-per-block"
 
 
 def block_curvatures(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, progress: bool = True,
-                     device=None) -> pd.Series:
+                     device=None, options: dict | None = None) -> pd.Series:
     """λ_max of every block of ``name``'s default partition at initialisation.
 
     Args:
@@ -65,16 +65,18 @@ def block_curvatures(name: str, profile: str = "cpu", *, seed: int = 0, cache=Tr
         cache: see :func:`hesslab.storage.cached.blockwise_slq`.
         progress: progress bar.
         device: where to compute.
+        options: model options of :func:`~hesslab.experiments.models.build` (e.g. the knob MLP's ``c``).
 
     Returns:
         Block name -> the largest Ritz value over probes, in the loss's units per parameter².
     """
     settings = get_profile(profile)
     device = default_device(device)
-    built = build(name, settings.model_size, seed=seed, device=device)
+    built = build(name, settings.model_size, seed=seed, device=device, **(options or {}))
     data = [to_device(batch, device) for batch in hessian_batches(built, settings.blockwise, seed=seed)]
     spectra = blockwise_slq(built.model, built.loss_fn, data, built.blocks, num_steps=CURVATURE_STEPS,
-                            num_probes=CURVATURE_PROBES, seed=0, batchnorm=BATCHNORM, cache=cache, progress=progress)
+                            num_probes=CURVATURE_PROBES, seed=0, batchnorm=BATCHNORM, cache=cache, progress=progress,
+                            cache_key={"model_options": options} if options else None)
     return pd.Series({block: s.lambda_max for block, s in spectra.items()}, name="lambda_max")
 
 
@@ -114,7 +116,7 @@ class RescueStudy:
 
 
 def rescue_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, progress: bool = True,
-                 device=None) -> RescueStudy:
+                 device=None, options: dict | None = None) -> RescueStudy:
     """AdamW, SGD and SGD with a learning rate per block on ``name``, each on its best learning rate.
 
     The per-block run uses plain SGD's settings and its learning-rate grid extended downwards
@@ -128,15 +130,17 @@ def rescue_study(name: str, profile: str = "cpu", *, seed: int = 0, cache=True, 
         cache: where runs and spectra are cached.
         progress: progress bars.
         device: where to train and measure.
+        options: model options of :func:`~hesslab.experiments.models.build` (e.g. the knob MLP's ``c``).
     """
-    study = gap_study(name, profile, seed=seed, cache=cache, progress=progress, device=device)
-    factors = block_factors(block_curvatures(name, profile, seed=seed, cache=cache, progress=progress, device=device))
-    settings, built, batches, key = training_inputs(name, profile, seed)
+    study = gap_study(name, profile, seed=seed, cache=cache, progress=progress, device=device, options=options)
+    factors = block_factors(block_curvatures(name, profile, seed=seed, cache=cache, progress=progress, device=device,
+                                             options=options))
+    settings, built, batches, key = training_inputs(name, profile, seed, options)
     config = base_config(settings, "sgd", seed, block_scales=tuple((b, float(f)) for b, f in factors.items()),
                          scale_blocks=spec(name).blocks)
     device = default_device(device)
     best, runs = _train.grid_search(
-        functools.partial(fresh_model, name, settings["size"], seed), built.loss_fn, batches, config,
+        functools.partial(fresh_model, name, settings["size"], seed, options), built.loss_fn, batches, config,
         block_grid(settings["lrs"]["sgd"]), cache=cache, cache_key=key, progress=progress, device=device,
         workers=_train.default_workers(device, work=settings["steps"]))
     return RescueStudy(study, best, factors, runs)
@@ -148,8 +152,15 @@ def block_grid(sgd_grid) -> list[float]:
     return sorted({float(f"{low * f:.3g}") for f in GRID_EXTENSION} | {float(lr) for lr in sgd_grid})
 
 
+def model_label(name: str, options: dict | None = None) -> str:
+    """``name``, with its model options when it has any: ``"hetero-mlp (c=8, reparametrized)"``."""
+    if not options:
+        return name
+    return f"{name} (" + ", ".join(k if v is True else f"{k}={v:g}" for k, v in options.items()) + ")"
+
+
 def rescue_over_seeds(names, profile: str = "cpu", *, seeds=(0, 1, 2), cache=True, progress: bool = True,
-                      device=None) -> pd.DataFrame:
+                      device=None, options: dict | None = None) -> pd.DataFrame:
     """:func:`rescue_study` for every model and seed, one row each.
 
     Args:
@@ -159,6 +170,8 @@ def rescue_over_seeds(names, profile: str = "cpu", *, seeds=(0, 1, 2), cache=Tru
         cache: where runs are cached.
         progress: progress bar over the studies.
         device: where to train.
+        options: model name -> its model options (e.g. ``{"hetero-mlp": {"c": 8.0}}``); such a
+            model's rows name them, e.g. ``"hetero-mlp (c=8)"``.
 
     Returns:
         Columns ``model``, ``seed``, ``family``, ``initial``, ``adam``, ``sgd``, ``block_sgd``
@@ -169,9 +182,10 @@ def rescue_over_seeds(names, profile: str = "cpu", *, seeds=(0, 1, 2), cache=Tru
     """
     rows = []
     for name, seed in tqdm([(n, s) for n in names for s in seeds], desc="per-block SGD", disable=not progress):
-        r = rescue_study(name, profile, seed=seed, cache=cache, progress=False, device=device)
+        given = (options or {}).get(name)
+        r = rescue_study(name, profile, seed=seed, cache=cache, progress=False, device=device, options=given)
         g = r.gap
-        rows.append({"model": name, "seed": seed, "family": g.family, "initial": g.initial_loss,
+        rows.append({"model": model_label(name, given), "seed": seed, "family": g.family, "initial": g.initial_loss,
                      "adam": g.adam.final_loss, "sgd": g.sgd.final_loss, "block_sgd": r.block_sgd.final_loss,
                      "sgd_lr": g.sgd.config.lr, "block_lr": r.block_sgd.config.lr,
                      "relative_gap": g.relative_gap, "block_relative_gap": r.relative_gap,

@@ -86,3 +86,21 @@ def test_block_scales_train_on_float32_models():
     model = build("hetero-mlp", "smoke").model
     [(param, factors), *_] = gradient_scales(model, TrainConfig("sgd", 0.1, 1, block_scales=(("layers.0.weight", 2.0),)))
     assert factors.dtype == param.dtype == torch.float32 and factors.shape == param.shape
+
+
+def test_curvatures_follow_the_reparametrised_knob_exactly():
+    """Block l of the reparametrised knob MLP has the plain MLP's Hessian times c**(2l): the same
+    probe spans the same Krylov space, so each Ritz value scales by c**(2l) (to float32 rounding)."""
+    plain = block_curvatures("hetero-mlp", "smoke", seed=0, cache=None, progress=False)
+    steep = block_curvatures("hetero-mlp", "smoke", seed=0, cache=None, progress=False,
+                             options={"c": 2.0, "reparametrized": True})
+    for block, value in plain.items():
+        layer = int(block.split(".")[1])
+        assert steep[block] == pytest.approx(4.0 ** layer * value, rel=1e-3), block
+
+
+def test_model_labels_name_the_options():
+    from hesslab.experiments.rescue import model_label
+
+    assert model_label("gpt2") == "gpt2"
+    assert model_label("hetero-mlp", {"c": 8.0, "reparametrized": True}) == "hetero-mlp (c=8, reparametrized)"
