@@ -54,8 +54,10 @@ CNNS = ("resnet18", "vgg16")
 
 
 def model_options(c: float, reparametrized: bool = False) -> dict:
-    """The :func:`~hesslab.experiments.models.build` options of the knob MLP (``reparametrized`` only when set,
-    so the default construction keeps its cache keys)."""
+    """The :func:`~hesslab.experiments.models.build` options of the knob MLP.
+
+    ``reparametrized`` appears only when set, so the default construction keeps its cache keys.
+    """
     return {"c": float(c), **({"reparametrized": True} if reparametrized else {})}
 
 
