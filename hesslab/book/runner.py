@@ -1,6 +1,7 @@
 """Run the book's chapters with papermill and build the HTML with jupyter-book.
 
     python -m hesslab.book run --profile smoke|cpu|paper [--only NAME ...] [--out DIR] [--no-stored]
+                               [-p NAME VALUE ...] [-r NAME VALUE ...]
                                [--cell-timeout SECONDS] [--chapter-timeout SECONDS]
     python -m hesslab.book run --profile paper --dry-run [--calibration-examples N] [--lanczos STEPS PROBES]
                                                          [--plan-csv FILE]
@@ -41,6 +42,20 @@ stale one is reported and the chapter is executed at ``cpu``. ``--no-stored`` al
 executes. Figures state their profile in their titles, and the execution-statistics page
 lists which chapters come from stored paper runs. ``smoke`` never uses stored chapters.
 
+**Parameters.** ``-p NAME VALUE`` (``--parameter``, repeatable) sets a chapter parameter
+as papermill's ``-p`` does, on top of the profile's: the chapter gets
+``parameters_for(chapter, profile) | overrides``. The value is read as papermill's command
+line reads it (:func:`parameter_value`: ``True``, ``False``, ``None``, an int, a float, else
+the string); where the chapter's default is a list, tuple or dict, the text is read as a
+Python literal instead (``-p seeds "[0, 1]"``, ``-p models '["vgg16"]'``). ``-r NAME VALUE``
+(``--parameter-raw``) passes the text as a string, as papermill's ``-r``. Before anything
+executes, every name must be a parameter (a name in the tagged ``parameters`` cell) of every
+selected chapter, of the default's type (an int does for a float, a bool never for an int),
+and not ``profile`` (that is ``--profile``); otherwise the command exits with code 2 saying
+why (:func:`check_overrides`). A run with overrides neither reuses nor stores stored
+paper-profile chapters (those hold the default parameters); ``summary.json`` and the
+execution-statistics page record the overrides.
+
 ``run --dry-run`` executes nothing: it prints, per chapter and model, the predicted
 Hessian-vector products, Lanczos basis memory, peak memory and time on this device
 (:func:`dry_run`).
@@ -54,6 +69,7 @@ errors) into ``DIR/html``. Chapter sources and executed notebooks never share a 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -62,7 +78,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -93,6 +109,7 @@ class ChapterRun:
     its code cells from 1; ``None`` if no cell of the chapter was running) and
     ``failed_source`` its first line. ``failure`` says how it failed: ``"error"`` (an
     exception), ``"cell-timeout"``, ``"chapter-timeout"``, ``"dead-kernel"``, or ``""``.
+    ``overrides`` holds the parameters given on top of the profile's (``-p``; ``{}``: none).
     """
 
     chapter: str
@@ -104,6 +121,7 @@ class ChapterRun:
     stored: str | None = None  # the stored record's path when the chapter was reused, not executed
     failed_source: str = ""
     failure: str = ""
+    overrides: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line naming the chapter, the failing cell and what to do (``""`` when it succeeded)."""
@@ -174,9 +192,11 @@ def _failure_message(failure: str, error: str, profile: str, limits: TimeLimits)
 
 
 def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT,
-                    limits: TimeLimits | None = None) -> ChapterRun:
+                    limits: TimeLimits | None = None, overrides: dict | None = None) -> ChapterRun:
     """Execute ``notebooks/<chapter>.md`` at ``profile`` into ``out_dir/<chapter>.ipynb``, under time limits.
 
+    papermill injects ``parameters_for(chapter, profile) | overrides`` (``overrides`` as
+    returned by :func:`check_overrides`; nothing checks them here).
     The chapter runs in a worker process (``hesslab/book/_worker.py``, papermill) with each
     cell limited to ``limits.cell`` seconds and the whole chapter, kernel start-up included,
     to ``limits.chapter`` (default: the profile's :data:`~hesslab.experiments.profiles.TIME_LIMITS`).
@@ -204,7 +224,7 @@ def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT
     jupytext.write(jupytext.read(source), paths["input.ipynb"])
     paths["job.json"].write_text(json.dumps({
         "input": str(paths["input.ipynb"]), "output": str(paths["output.ipynb"]), "cwd": str(root / "notebooks"),
-        "parameters": parameters_for(chapter, profile), "kernel_name": "python3",
+        "parameters": parameters_for(chapter, profile) | dict(overrides or {}), "kernel_name": "python3",
         "cell_limit": limits.cell, "chapter_limit": limits.chapter,
         "status": str(paths["status.json"]), "result": str(paths["result.json"])}))
     start = time.perf_counter()
@@ -237,7 +257,7 @@ def execute_chapter(chapter: str, profile: str, out_dir: Path, root: Path = ROOT
     run = ChapterRun(chapter, profile, seconds, bool(result["ok"]), message,
                      cell.get("number") if not result["ok"] else None,
                      failed_source="" if result["ok"] else cell.get("source", ""),
-                     failure=result["failure"])
+                     failure=result["failure"], overrides=dict(overrides or {}))
     if run.ok:
         os.replace(paths["output.ipynb"], target)
         failed.unlink(missing_ok=True)
@@ -277,6 +297,9 @@ def store_chapter(run_result: ChapterRun, executed: Path, root: Path = ROOT) -> 
 
     if not run_result.ok:
         raise ValueError(f"chapter {run_result.chapter!r} failed; only successful runs are stored")
+    if run_result.overrides:
+        raise ValueError(f"chapter {run_result.chapter!r} ran with parameters {run_result.overrides} on top of "
+                         "the profile's; only runs with the default parameters are stored")
     name, folder = run_result.chapter, stored_dir(root, run_result.profile)
     folder.mkdir(parents=True, exist_ok=True)
     env = provenance()
@@ -320,7 +343,7 @@ def _reuse_stored(chapter: str, executed: Path, root: Path) -> ChapterRun | None
 
 def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, root: Path = ROOT,
         use_stored: bool | None = None, cell_timeout: float | None = None,
-        chapter_timeout: float | None = None) -> list[ChapterRun]:
+        chapter_timeout: float | None = None, overrides: dict | None = None) -> list[ChapterRun]:
     """Execute the chapters (all, or ``only``) at ``profile``; see the module docstring.
 
     Args:
@@ -333,9 +356,17 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, ro
         cell_timeout: seconds one cell may run (default: the profile's, see
             :data:`hesslab.experiments.profiles.TIME_LIMITS`).
         chapter_timeout: seconds one chapter may run (default: the profile's).
+        overrides: parameter name -> value, on top of the profile's parameters (``-p``),
+            checked against every selected chapter before anything runs
+            (:func:`check_overrides`). A run with overrides neither reuses nor stores
+            stored chapters.
 
     Returns:
         One :class:`ChapterRun` per chapter, in ``_toc.yml`` order.
+
+    Raises:
+        ValueError: an unknown profile or chapter, a non-positive time limit, or overrides
+            that :func:`check_overrides` refuses.
     """
     from tqdm.auto import tqdm
 
@@ -347,16 +378,21 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, ro
     if unknown:
         raise ValueError(f"no chapter named {unknown} in _toc.yml; chapters: {names}")
     selected = [n for n in names if not only or n in only]
+    checked = check_overrides(overrides or {}, selected, profile, root)
     executed = Path(out) / "executed"
     results = []
-    bar = tqdm(selected, desc=f"chapters ({profile})", unit="chapter")
     reuse = profile == "cpu" if use_stored is None else use_stored
+    if overrides and (reuse or profile == STORED_PROFILE):
+        print(f"parameters given with -p/-r ({_format_overrides(overrides)}): stored {STORED_PROFILE}-profile "
+              "chapters are neither reused nor stored (they hold the default parameters)")
+        reuse = False
+    bar = tqdm(selected, desc=f"chapters ({profile})", unit="chapter")
     for name in bar:
         bar.set_postfix_str(name)
         result = _reuse_stored(name, executed, root) if reuse and profile != STORED_PROFILE else None
         if result is None:
-            result = execute_chapter(name, profile, executed, root, limits)
-            if result.ok and profile == STORED_PROFILE:
+            result = execute_chapter(name, profile, executed, root, limits, checked[name])
+            if result.ok and profile == STORED_PROFILE and not result.overrides:
                 print(f"{name}: stored as {store_chapter(result, executed, root)}")
         results.append(result)
     summary_path = executed / "summary.json"
@@ -367,7 +403,8 @@ def run(profile: str, only: list[str] | None = None, out: Path = DEFAULT_OUT, ro
     for r in results:
         where = f" at cell {r.failed_cell}" if r.failed_cell is not None else ""
         status = "ok" if r.ok else f"FAILED ({r.failure}{where})"
-        print(f"{r.chapter:<24}{r.profile:<9}{r.seconds:>9.1f}  {status}{' (stored run)' if r.stored else ''}")
+        extra = " (stored run)" if r.stored else f" with {_format_overrides(r.overrides)}" if r.overrides else ""
+        print(f"{r.chapter:<24}{r.profile:<9}{r.seconds:>9.1f}  {status}{extra}")
     return results
 
 
@@ -375,12 +412,16 @@ def _statistics_page(summary: dict) -> str:
     lines = ["# Execution statistics", "",
              "How each chapter of this build was executed (papermill). A *stored* chapter was executed "
              f"at the {STORED_PROFILE} profile on the machine its page names and is reused from "
-             f"`data/results/{STORED_PROFILE}/`; the others ran on this build's machine.", "",
+             f"`data/results/{STORED_PROFILE}/`; the others ran on this build's machine. A chapter run with "
+             "parameters other than its profile's (`python -m hesslab.book run -p NAME VALUE`) names them.", "",
              "| chapter | profile | run time (s) | result |", "|---|---|---:|---|"]
     for name, r in summary.items():
         result = "ok" if r["ok"] else f"failed: {r['error']}"
         if r.get("stored"):
             result += " (stored run)"
+        if r.get("overrides"):
+            given = ", ".join(f"`{key} = {value!r}`" for key, value in r["overrides"].items())
+            result += f" (non-default parameters: {given})".replace("|", "\\|")
         lines.append(f"| {{doc}}`{name} <../notebooks/{name}>` | {r['profile']} | {r['seconds']:.1f} | {result} |")
     return "\n".join(lines) + "\n"
 
@@ -425,8 +466,8 @@ def build(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
     return html
 
 
-def chapter_parameters(chapter: str, profile: str, root: Path = ROOT) -> dict:
-    """A chapter's parameters at ``profile``: its tagged ``parameters`` cell with the profile's overrides."""
+def _cell_parameters(chapter: str, root: Path = ROOT) -> dict:
+    """The values of a chapter's tagged ``parameters`` cell (its ``cpu`` defaults)."""
     import jupytext
 
     notebook = jupytext.read(root / "notebooks" / f"{chapter}.md")
@@ -435,12 +476,168 @@ def chapter_parameters(chapter: str, profile: str, root: Path = ROOT) -> dict:
         raise ValueError(f"chapter {chapter!r} has no cell tagged 'parameters'")
     values: dict = {}
     exec(compile(cells[0].source, f"{chapter}:parameters", "exec"), {}, values)  # the repository's own cell
-    return values | parameters_for(chapter, profile)
+    return values
+
+
+def chapter_parameters(chapter: str, profile: str, root: Path = ROOT) -> dict:
+    """A chapter's parameters at ``profile``: its tagged ``parameters`` cell with the profile's overrides."""
+    return _cell_parameters(chapter, root) | parameters_for(chapter, profile)
+
+
+class ParameterText(str):
+    """A ``-p`` value that papermill's rules leave a string (see :func:`parameter_value`).
+
+    :func:`check_overrides` reads it as a Python literal where the chapter's default is a
+    list, tuple or dict; a plain ``str`` (``-r``, or from Python) stays a string.
+    """
+
+
+def parameter_value(text: str):
+    """A ``-p NAME VALUE`` value as papermill's command line reads it (``papermill.cli._resolve_type``).
+
+    ``"True"``, ``"False"`` and ``"None"`` are those constants, text that ``int()`` reads an
+    int, text that ``float()`` reads a float, and anything else the text itself, as a
+    :class:`ParameterText`.
+    """
+    if text == "True":
+        return True
+    if text == "False":
+        return False
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return ParameterText(text)
+
+
+_CONTAINERS = (list, tuple, dict)
+
+
+def _kind(default) -> str:
+    """How a type error names the type of ``default``."""
+    if isinstance(default, bool):
+        return "a bool (True or False)"
+    if isinstance(default, int):
+        return "an int"
+    if isinstance(default, float):
+        return "a float (or an int)"
+    if isinstance(default, str):
+        return "a string"
+    return {list: "a list", tuple: "a tuple", dict: "a dict"}.get(type(default), f"a {type(default).__name__}")
+
+
+def _scalar_fits(value, default) -> bool:
+    """Whether ``value`` has ``default``'s scalar type (an int does for a float, a bool only for a bool)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _typed(value, default):
+    """``value`` as the parameter whose default is ``default`` takes it; ``None`` and a reason if it does not fit."""
+    if default is None:
+        return (str(value) if isinstance(value, str) else value), ""
+    if isinstance(default, _CONTAINERS):
+        if isinstance(value, ParameterText):
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                return None, f"{str(value)!r} is not a Python literal"
+        container = tuple if isinstance(default, tuple) else type(default)
+        if container is dict and not isinstance(value, dict):
+            return None, f"{value!r} is not a dict"
+        if container is not dict:
+            if not isinstance(value, (list, tuple)):
+                return None, f"{value!r} is not a list"
+            kinds = {type(d) for d in default}
+            if len(kinds) == 1 and kinds <= {bool, int, float, str}:
+                bad = [v for v in value if not _scalar_fits(v, default[0])]
+                if bad:
+                    items = {bool: "bools", int: "ints", float: "numbers", str: "strings"}[type(default[0])]
+                    return None, f"its items must be {items}, not {bad[0]!r}"
+            value = container(value)
+        return value, ""
+    if not _scalar_fits(value, default):
+        return None, f"not {value!r} ({'str' if isinstance(value, str) else type(value).__name__})"
+    return (str(value) if isinstance(value, str) else value), ""
+
+
+def check_overrides(overrides: dict, names: list[str], profile: str, root: Path = ROOT) -> dict[str, dict]:
+    """Check parameter overrides against each chapter's tagged ``parameters`` cell, before anything runs.
+
+    Args:
+        overrides: parameter name -> value (a :class:`ParameterText` from ``-p`` is read as
+            a Python literal where the default is a list, tuple or dict).
+        names: the chapters that are to run with them.
+        profile: the profile they run at (named in the messages).
+        root: the book's source tree.
+
+    Returns:
+        Chapter -> the overrides as that chapter takes them (``{}`` for every chapter when
+        ``overrides`` is empty); papermill injects ``parameters_for(chapter, profile) | them``.
+
+    Raises:
+        ValueError: ``profile`` among the names (use ``--profile``), a name that is not a
+            parameter of every chapter in ``names`` (naming those lacking it, their
+            parameters, and ``--only`` for the chapters that have it), or a value not of the
+            default's type; one message lists every problem.
+    """
+    checked: dict[str, dict] = {name: {} for name in names}
+    if not overrides:
+        return checked
+    problems = []
+    if "profile" in overrides:
+        problems.append("'profile' is chosen with --profile (it also sets the model sizes and the other "
+                        "parameters' profile values), not with -p/-r")
+    defaults = {name: _cell_parameters(name, root) for name in names}
+    for key, value in overrides.items():
+        if key == "profile":
+            continue
+        lacking = [name for name in names if key not in defaults[name]]
+        if lacking:
+            having = [name for name in names if name not in lacking]
+            lines = [f"{key!r} is not a parameter of chapter{'s' if len(lacking) > 1 else ''} "
+                     + ", ".join(repr(name) for name in lacking)]
+            lines += [f"  {name}'s parameters: "
+                      + (", ".join(p for p in defaults[name] if p != "profile") or "none but profile")
+                      for name in lacking]
+            if having:
+                lines.append(f"  it is a parameter of {', '.join(having)} only: run those with --only {' '.join(having)}")
+            problems.append("\n".join(lines))
+            continue
+        for name in names:
+            default = defaults[name][key]
+            typed, why = _typed(value, default)
+            if why:
+                at_profile = parameters_for(name, profile).get(key, default)
+                shown = f"{default!r}" + (f" ({at_profile!r} at the {profile} profile)" if at_profile != default else "")
+                hint = ""
+                if isinstance(default, _CONTAINERS):
+                    hint = f"; give it as a Python literal, e.g. -p {key} \"{default!r}\""
+                elif isinstance(default, str) and not isinstance(value, str):
+                    hint = (f"; papermill's -p reads True, False, None and numbers as such, "
+                            f"-r {key} VALUE passes VALUE as a string")
+                problems.append(f"parameter {key!r} of chapter {name!r} must be {_kind(default)} like its "
+                                f"default {shown}{', ' if why.startswith('not ') else ': '}{why}{hint}")
+            else:
+                checked[name][key] = typed
+    if problems:
+        raise ValueError("parameters given with -p/-r:\n" + "\n".join(problems))
+    return checked
+
+
+def _format_overrides(overrides: dict) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in overrides.items())
 
 
 def dry_run(profile: str, only: list[str] | None = None, root: Path = ROOT, *,
             calibration_examples: int | None = None, lanczos: list[tuple[int, int]] | None = None,
-            csv: Path | None = None) -> str:
+            csv: Path | None = None, overrides: dict | None = None) -> str:
     """The predicted cost of running the chapters at ``profile`` on this device, as text (nothing is executed).
 
     Each model is built at the profile's size and calibrated once (one gradient and one
@@ -448,14 +645,16 @@ def dry_run(profile: str, only: list[str] | None = None, root: Path = ROOT, *,
     :func:`hesslab.experiments.planning.plan_book`. Each ``(steps, probes)`` in ``lanczos``
     adds a table at those settings, from the same calibration. ``csv`` also writes each
     table (``<name>.csv``, ``<name>-m<steps>-n<probes>.csv``) and its per-chapter summary
-    beside it (``...-chapters.csv``).
+    beside it (``...-chapters.csv``). ``overrides`` prices the chapters with those
+    parameters on top of the profile's (see :func:`check_overrides`).
     """
     from hesslab.experiments.planning import chapter_summary, format_plan, plan_book_variants
 
     names = only or chapters(root)
+    checked = check_overrides(overrides or {}, names, profile, root)
     variants = [None, *(lanczos or [])]
-    tables = plan_book_variants({c: chapter_parameters(c, profile, root) for c in names}, profile, variants,
-                                calibration_examples=calibration_examples)
+    parameters = {c: chapter_parameters(c, profile, root) | checked[c] for c in names}
+    tables = plan_book_variants(parameters, profile, variants, calibration_examples=calibration_examples)
     out = []
     for variant, table in zip(variants, tables):
         label = "the profile's Lanczos settings" if variant is None else f"m = {variant[0]}, n_v = {variant[1]}"
@@ -469,8 +668,8 @@ def dry_run(profile: str, only: list[str] | None = None, root: Path = ROOT, *,
     return "\n\n".join(out)
 
 
-def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
-    """Command-line entry point (see the module docstring)."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(prog="python -m hesslab.book", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute chapters with papermill")
@@ -479,6 +678,16 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     p_run.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p_run.add_argument("--no-stored", action="store_true",
                        help=f"execute every chapter, even where a current stored {STORED_PROFILE} run exists")
+    p_run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), dest="parameters",
+                       help="set a chapter parameter on top of the profile's, as papermill's -p (repeatable): "
+                            "True, False, None, an int or a float as such, else the text; where the chapter's "
+                            "default is a list, tuple or dict, a Python literal (-p seeds \"[0, 1]\"). Every "
+                            "selected chapter must have the parameter, of the default's type (an int does for a "
+                            "float); not 'profile' (use --profile). Stored "
+                            f"{STORED_PROFILE}-profile chapters are then neither reused nor stored")
+    p_run.add_argument("-r", "--parameter-raw", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                       dest="parameters_raw",
+                       help="as -p, but VALUE is passed as a string (papermill's -r); applied after every -p")
     defaults = {name: time_limits(name) for name in PROFILES}
     p_run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
                        help="the longest one cell may run (default: the profile's; "
@@ -496,16 +705,38 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     p_run.add_argument("--plan-csv", type=Path, metavar="FILE", help="with --dry-run: also write the table here")
     p_build = sub.add_parser("build", help="build the HTML book from executed chapters")
     p_build.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    """The ``-p`` and ``-r`` parameters of a parsed ``run`` command line, as papermill combines them.
+
+    ``-p`` values go through :func:`parameter_value`, ``-r`` values stay text; as in papermill,
+    every ``-r`` is applied after every ``-p``, and a later value of a name replaces an earlier one.
+    """
+    return ({name: parameter_value(value) for name, value in args.parameters or []}
+            | {name: value for name, value in args.parameters_raw or []})
+
+
+def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
+    """Command-line entry point (see the module docstring)."""
+    args = _parser().parse_args(argv)
     if args.command == "run" and args.dry_run:
+        overrides = overrides_from(args)
+        try:
+            check_overrides(overrides, args.only or chapters(root), args.profile, root)
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return 2
         print(dry_run(args.profile, args.only, root, calibration_examples=args.calibration_examples,
-                      lanczos=[tuple(v) for v in args.lanczos or []], csv=args.plan_csv))
+                      lanczos=[tuple(v) for v in args.lanczos or []], csv=args.plan_csv, overrides=overrides))
         return 0
     if args.command == "run":
         try:
             results = run(args.profile, args.only, args.out, root, use_stored=False if args.no_stored else None,
-                          cell_timeout=args.cell_timeout, chapter_timeout=args.chapter_timeout)
-        except ValueError as err:  # unknown chapter, non-positive limit
+                          cell_timeout=args.cell_timeout, chapter_timeout=args.chapter_timeout,
+                          overrides=overrides_from(args))
+        except ValueError as err:  # unknown chapter, non-positive limit, refused parameters
             print(err, file=sys.stderr)
             return 2
         failed = [r for r in results if not r.ok]

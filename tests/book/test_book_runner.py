@@ -316,3 +316,102 @@ def test_runner_records_captured_widget_output_without_messaging_the_kernel(tmp_
     [captured] = [w["state"]["outputs"] for w in state.values() if w["model_name"] == "OutputModel"]
     assert [sorted(o["data"]) for o in captured] == [["image/png", "text/plain"]], \
         "the captured figure must still be in the widget's saved state (the HTML book shows it)"
+
+
+# --- parameters on the command line (-p NAME VALUE, as papermill's) -------------------------
+
+#: a chapter with parameters of several types, printing them
+KNOBS = HEADER + "# Knobs\n\n" + """```{code-cell} ipython3
+:tags: [parameters]
+
+profile = "cpu"
+seed = 0
+lr = 0.5
+seeds = [0, 1]
+title = "toy"
+```
+
+```{code-cell} ipython3
+print(f"executed at {profile}: seed={seed!r} lr={lr!r} seeds={seeds!r} title={title!r}")
+```
+"""
+
+
+@pytest.fixture
+def knobs_root(toy_root):
+    """The toy book (chapter ``toy``: only ``profile``) with a second chapter ``knobs``."""
+    (toy_root / "notebooks" / "knobs.md").write_text(KNOBS)
+    (toy_root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: notebooks/toy\n"
+                                       "- file: notebooks/knobs\n")
+    return toy_root
+
+
+def test_parameter_values_are_read_as_papermill_reads_them():
+    from papermill.cli import _resolve_type
+
+    for text in ["3", "-2", "1_000", " 7", "3.5", "1e3", "nan", "-inf", "True", "False", "None", "true", "none",
+                 "[0, 1]", "abc", ""]:
+        ours, theirs = book.parameter_value(text), _resolve_type(text)
+        assert type(ours) is type(theirs) or isinstance(ours, book.ParameterText) and type(theirs) is str, text
+        assert ours == theirs or ours != ours and theirs != theirs, text  # nan
+
+
+def test_overrides_reach_the_chapter_and_are_recorded(knobs_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = book.main(["run", "--profile", "smoke", "--only", "knobs", "--out", str(out), "-p", "seed", "3",
+                      "--parameter", "lr", "1", "-p", "seeds", "[4, 5]", "-r", "title", "7"], root=knobs_root)
+    assert code == 0
+    printed = _printed(out / "executed" / "knobs.ipynb")
+    assert "executed at smoke: seed=3 lr=1 seeds=[4, 5] title='7'" in printed
+    assert "with seed=3, lr=1, seeds=[4, 5], title='7'" in capsys.readouterr().out
+    summary = json.loads((out / "executed" / "summary.json").read_text())
+    assert summary["knobs"]["overrides"] == {"seed": 3, "lr": 1, "seeds": [4, 5], "title": "7"}
+    page = book._statistics_page(summary)
+    assert "non-default parameters: `seed = 3`, `lr = 1`, `seeds = [4, 5]`, `title = '7'`" in page
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-p", "nope", "1"], "'nope' is not a parameter of chapters 'toy', 'knobs'\n  toy's parameters: none but profile\n"
+                          "  knobs's parameters: seed, lr, seeds, title"),
+    (["-p", "seed", "3"], "'seed' is not a parameter of chapter 'toy'\n  toy's parameters: none but profile\n"
+                          "  it is a parameter of knobs only: run those with --only knobs"),
+    (["--only", "knobs", "-p", "seed", "1.5"], "parameter 'seed' of chapter 'knobs' must be an int like its "
+                                               "default 0, not 1.5 (float)"),
+    (["--only", "knobs", "-p", "seed", "True"], "must be an int like its default 0, not True (bool)"),
+    (["--only", "knobs", "-r", "seed", "3"], "must be an int like its default 0, not '3' (str)"),
+    (["--only", "knobs", "-p", "lr", "fast"], "must be a float (or an int) like its default 0.5, not 'fast' (str)"),
+    (["--only", "knobs", "-p", "seeds", "3"], "parameter 'seeds' of chapter 'knobs' must be a list like its default "
+                                              "[0, 1]: 3 is not a list; give it as a Python literal, "
+                                              "e.g. -p seeds \"[0, 1]\""),
+    (["--only", "knobs", "-p", "seeds", "[0, 0.5]"], "its items must be ints, not 0.5"),
+    (["--only", "knobs", "-p", "title", "3"], "must be a string like its default 'toy', not 3 (int); papermill's -p "
+                                              "reads True, False, None and numbers as such, -r title VALUE passes "
+                                              "VALUE as a string"),
+    (["-p", "profile", "paper"], "'profile' is chosen with --profile"),
+])
+def test_refused_parameters_exit_2_before_anything_runs(knobs_root, tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert book.main(["run", "--profile", "smoke", "--out", str(out), *argv], root=knobs_root) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("parameters given with -p/-r:\n") and message in err, err
+    assert not out.exists(), "nothing may run before the parameters are checked"
+
+
+def test_a_run_with_overrides_neither_reuses_nor_stores_stored_chapters(knobs_root, tmp_path, capsys):
+    [paper] = book.run("paper", only=["knobs"], out=tmp_path / "paper", root=knobs_root, overrides={"seed": 3})
+    assert paper.ok and paper.overrides == {"seed": 3}
+    assert "neither reused nor stored" in capsys.readouterr().out
+    assert not (book.stored_dir(knobs_root) / "knobs.json").exists(), "a run with overrides was stored"
+    with pytest.raises(ValueError, match="only runs with the default parameters are stored"):
+        book.store_chapter(paper, tmp_path / "paper" / "executed", knobs_root)
+
+    # a stored record as a default paper run leaves it (its notebook: the run above's)
+    default = book.ChapterRun("knobs", "paper", paper.seconds, True)
+    book.store_chapter(default, tmp_path / "paper" / "executed", knobs_root)
+    [reused] = book.run("cpu", only=["knobs"], out=tmp_path / "cpu", root=knobs_root)
+    assert reused.stored, "the record must be current (else this test proves nothing)"
+    [fresh] = book.run("cpu", only=["knobs"], out=tmp_path / "fresh", root=knobs_root,
+                       overrides={"seeds": (7,), "lr": 2})
+    assert fresh.ok and fresh.stored is None and fresh.profile == "cpu"
+    assert fresh.overrides == {"seeds": [7], "lr": 2}
+    assert "executed at cpu: seed=0 lr=2 seeds=[7]" in _printed(tmp_path / "fresh" / "executed" / "knobs.ipynb")
