@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make book   create .venv if needed, run every chapter (PROFILE=cpu), build the HTML book
 #   make test   create .venv if needed, run every test
+#   make lab    create .venv if needed, open the chapters in JupyterLab (as notebooks, live sliders)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PROFILE ?= cpu
 
-.PHONY: env book test bench gpu-check clean browser
+.PHONY: env book test lab bench gpu-check clean browser
 
 env: $(VENV)/.installed
 
@@ -27,6 +28,13 @@ book: env
 
 test: env browser
 	$(PY) -m pytest
+
+# JupyterLab in the same environment as `make book`, on the repository, chapters opening as
+# notebooks (jupytext); LAB_ARGS, e.g. --port 8890 --no-browser
+LAB_ARGS ?=
+
+lab: env
+	$(PY) -m hesslab.book lab $(LAB_ARGS)
 
 # Debian's headless Chromium for the built-book browser test (installed when we are root;
 # otherwise that test is skipped and says why).
