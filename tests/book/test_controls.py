@@ -41,6 +41,10 @@ import base64 as _b64, hashlib as _hl, json as _json
 import ipywidgets as _w
 
 
+#: value widgets that show a value but are not moved by the reader
+_DISPLAY_ONLY = (_w.Output, _w.Label, _w.HTML, _w.HTMLMath, _w.FloatProgress, _w.IntProgress, _w.Valid)
+
+
 def _descendants(widget):
     yield widget
     for child in getattr(widget, "children", ()):
@@ -84,7 +88,9 @@ def _boxes():
     for root in (b for b in boxes if id(b) not in inner):
         parts = list(_descendants(root))
         outputs = [p for p in parts if isinstance(p, _w.Output)]
-        controls = [p for p in parts if isinstance(p, _w.ValueWidget) and not isinstance(p, _w.Output)]
+        if not outputs:  # e.g. a progress bar: nothing a reader moves
+            continue
+        controls = [p for p in parts if isinstance(p, _w.ValueWidget) and not isinstance(p, _DISPLAY_ONLY)]
         report.append({"outputs": [o.model_id for o in outputs], "figure": [_digest(o) for o in outputs],
                        "controls": [dict(zip(("key", "current", "new"), _new_value(c)), id=c.model_id,
                                          kind=type(c).__name__, description=c.description) for c in controls]})
