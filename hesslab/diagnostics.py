@@ -49,8 +49,8 @@ def zero_gradient_fractions(
         batchnorm: ``"eval"`` (running statistics) or ``"train"`` (batch statistics).
 
     Returns:
-        ``{block_name: fraction}`` in block order, each fraction in ``[0, 1]``: the number
-        of the block's entries (``Block.dim``) with zero gradient on every batch, divided
+        ``{block_name: fraction}`` in block order, each fraction in ``[0, 1]``, the number
+        of the block's entries (``Block.dim``) with zero gradient on every batch divided
         by that number.
 
     Raises:

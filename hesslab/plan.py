@@ -140,8 +140,10 @@ class CostPlan:
         kind: ``"blockwise_slq"`` or ``"slq"``.
         dim: parameters measured (all blocks together).
         blocks: number of blocks (1 for ``slq``).
-        num_steps, num_probes: Lanczos settings.
-        batches: Hessian batches; ``examples``: examples in all of them.
+        num_steps: Lanczos steps per probe.
+        num_probes: probe vectors (per block).
+        batches: Hessian batches.
+        examples: examples in all of them.
         products: Hessian-vector products (one vector over all the data counts once).
         passes: passes over the data (Lanczos steps of every group, and one per group for
             the breakdown floors).
