@@ -112,3 +112,20 @@ def test_chapter_pages_show_their_figures_in_a_browser(html, tmp_path):
                         "--window-size=1280,3000", f"--screenshot={ARTIFACTS / (name + '.png')}", page.as_uri()],
                        capture_output=True, timeout=120, check=True)
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_api_reference_page_renders_the_docstrings(html):
+    """book/api.md in the built book: an entry per public name, signatures and parameter lists."""
+    import hesslab
+
+    page = (html / "book" / "api.html").read_text()
+    missing = [n for n in hesslab.__all__ if n != "__version__" and f'id="hesslab.{n}"' not in page]
+    assert not missing, f"no rendered entry on the API page for {missing}"
+    signatures = {"slq": ("op", "num_steps", "num_probes"), "HessianOperator": ("model", "loss_fn", "data")}
+    for name, params in signatures.items():
+        entry = re.search(rf'<dt class="sig sig-object py" id="hesslab\.{name}">(.*?)</dt>\s*<dd>(.*?)</dd>',
+                          page, re.S)
+        assert entry, f"no signature for hesslab.{name}"
+        signature = re.sub(r"<[^>]+>", "", entry.group(1))
+        assert all(p in signature for p in params), signature
+        assert "Parameters" in entry.group(2), f"hesslab.{name}: its Args: were not rendered as a parameter list"
