@@ -607,7 +607,8 @@ def check_overrides(overrides: dict, names: list[str], profile: str, root: Path 
                       + (", ".join(p for p in defaults[name] if p != "profile") or "none but profile")
                       for name in lacking]
             if having:
-                lines.append(f"  it is a parameter of {', '.join(having)} only: run those with --only {' '.join(having)}")
+                lines.append(f"  it is a parameter of {', '.join(having)} only: "
+                             f"run those with --only {' '.join(having)}")
             problems.append("\n".join(lines))
             continue
         for name in names:
@@ -615,7 +616,7 @@ def check_overrides(overrides: dict, names: list[str], profile: str, root: Path 
             typed, why = _typed(value, default)
             if why:
                 at_profile = parameters_for(name, profile).get(key, default)
-                shown = f"{default!r}" + (f" ({at_profile!r} at the {profile} profile)" if at_profile != default else "")
+                shown = repr(default) + (f" ({at_profile!r} at the {profile} profile)" if at_profile != default else "")
                 hint = ""
                 if isinstance(default, _CONTAINERS):
                     hint = f"; give it as a Python literal, e.g. -p {key} \"{default!r}\""
