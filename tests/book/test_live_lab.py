@@ -1,7 +1,8 @@
 """The chapters in JupyterLab, as a reader uses them: opened as notebooks, run, a slider moved.
 
 ``python -m hesslab.book lab`` (what ``make lab`` runs) is started headless on a free local
-port, with its own Jupyter config, runtime and workspace folders, and Debian's Chromium is
+port, with its own Jupyter config, runtime, workspace and user-settings folders (autosave
+off, so that the chapter opened is never rewritten), and Debian's Chromium is
 driven by Playwright (``executable_path``: no browser is downloaded). Asserted:
 
 - a chapter's ``.md`` file opens as a notebook (jupytext's viewer is the default one);
@@ -95,8 +96,12 @@ def _smoke_notebook(path: Path) -> None:
 def lab(tmp_path):
     """A headless ``python -m hesslab.book lab`` on a free port; its base URL (killed with its kernels after)."""
     port, log = _free_port(), tmp_path / "lab.log"
+    # no autosave: opening a chapter marks it modified, and a save would rewrite its source through jupytext
+    settings = tmp_path / "settings" / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"autosave": false}')
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"))
     cmd = [sys.executable, "-m", "hesslab.book", "lab", "--no-browser", "--port", str(port), "--ip", "127.0.0.1",
            "--", f"--IdentityProvider.token={TOKEN}", "--expose-app-in-browser"]
     with open(log, "w") as out:
@@ -120,6 +125,7 @@ def lab(tmp_path):
 def test_a_slider_moved_in_jupyterlab_changes_the_figure(lab):
     ARTIFACTS.mkdir(exist_ok=True)
     name = f"_live_test_{os.getpid()}.ipynb"  # notebooks/*.ipynb is ignored by git
+    source = (ROOT / "notebooks" / f"{CHAPTER}.md").read_bytes()
     _smoke_notebook(ROOT / "notebooks" / name)
     try:
         with sync_playwright() as p:
@@ -162,5 +168,6 @@ def test_a_slider_moved_in_jupyterlab_changes_the_figure(lab):
                 browser.close()
     finally:
         (ROOT / "notebooks" / name).unlink(missing_ok=True)
+    assert (ROOT / "notebooks" / f"{CHAPTER}.md").read_bytes() == source, "JupyterLab rewrote the chapter's source"
     for shot in ("before", "after"):
         assert (ARTIFACTS / f"live-slider-{shot}.png").stat().st_size > 5_000
