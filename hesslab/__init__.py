@@ -8,7 +8,9 @@ Three wings:
 - this package's top level, the core: Hessian operators, blocks, Lanczos, SLQ, top
   eigenvalues, traces, spectral densities, Jensen–Shannon heterogeneity, and the block
   entries a model's data never reach (:func:`zero_gradient_fractions`), per-block gradient
-  norms (:func:`block_gradient_norms`);
+  norms (:func:`block_gradient_norms`); data-parallel products and spectra over
+  ``torch.distributed`` (:mod:`hesslab.distributed`: every operator reduces over an
+  initialised process group);
 - :mod:`hesslab.storage`: results on disk keyed by model, loss, data and arguments
   (:mod:`hesslab.storage.cached` stores and resumes the core's long computations);
 - :mod:`hesslab.experiments`: the paper's models, data, training runs and figures, and
@@ -19,6 +21,7 @@ Three wings:
 from hesslab.blocks import Block, BlockPart, resolve_blocks
 from hesslab.checkpoint import Checkpoint, MemoryCheckpoint
 from hesslab.diagnostics import zero_gradient_fractions
+from hesslab.distributed import DistributedCheckpoint, DistributedError, shard
 from hesslab.gradients import block_gradient_norms, gradient_heterogeneity
 from hesslab.hvp import (
     BlockHessianOperator,
@@ -90,5 +93,9 @@ __all__ = [
     # gradient norms per block and their disparity
     "block_gradient_norms",
     "gradient_heterogeneity",
+    # data-parallel over torch.distributed
+    "shard",
+    "DistributedError",
+    "DistributedCheckpoint",
     "__version__",
 ]

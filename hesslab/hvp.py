@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from hesslab.batching import Batch, DataPasses, call_model, default_batch_size, to_device
 from hesslab.blocks import Block, BlockPart, resolve_blocks, select_parameters
+from hesslab.distributed import ShardReducer, resolve_group
 from hesslab.errors import (ATTENTION_FIX, UNSUPPORTED, DataChangedError, ModelChangedError, NonFiniteError,
                             UnsupportedAutogradError)
 from hesslab.graphs import Graph, RetainedGraphs, build_graph, first_order_only
@@ -98,6 +99,12 @@ class HessianOperator:
             (:func:`batch_signature`: a digest of the bytes of CPU tensors, two
             float64 moments of device tensors) and raise :class:`DataChangedError`
             on a difference. Costs one read of the data per pass.
+        process_group: data-parallel products over ``torch.distributed``
+            (:mod:`hesslab.distributed`): ``data`` is this rank's shard and every product
+            is the batch-size-weighted mean over all ranks' batches, the same on every
+            rank. ``"auto"`` (default): the default group when ``torch.distributed`` is
+            initialised with several ranks; ``None``: this process's data only; or a
+            process group. Every rank must call the same products in the same order.
 
     Parameter changes are always detected: a product after any change of the
     weights (optimizer step, ``load_state_dict``, ``p.data`` updates, copies under
@@ -127,6 +134,7 @@ class HessianOperator:
         vectorize: bool | None = None,
         check_data: bool = True,
         precision: str = "float32",
+        process_group="auto",
     ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -157,6 +165,8 @@ class HessianOperator:
         self._reverse = ReverseProducts(self.names, self.params, vectorize)
         self._resolved_method: str | None = None if method == "auto" else method
         self._graph_checked = False  # first_order_only looked at the first graph built
+        group = resolve_group(process_group)
+        self.reducer = None if group is None else ShardReducer(group)
 
     # ------------------------------------------------------------------ public
     @property
@@ -293,6 +303,30 @@ class HessianOperator:
 
     def _run(self, requests, method: str) -> list[Tensor]:
         outs = [torch.zeros_like(v) for _, v in requests]
+        if self.reducer is None:
+            total = self._accumulate(requests, method, outs)
+        else:  # this rank's shard, then the sum over ranks; an error here is shared, not left to hang them
+            total, error = 0.0, None
+            try:
+                total = self._accumulate(requests, method, outs)
+            except Exception as err:
+                error = err
+            total = self.reducer.reduce(outs, total, error)
+        if total <= 0:
+            raise ValueError("data is empty (or all batch sizes are 0): nothing to average")
+        for out in outs:
+            out.div_(total)
+        if self.check_finite:
+            for out, (block, _) in zip(outs, requests):
+                if not bool(torch.isfinite(out).all()):
+                    raise NonFiniteError(
+                        f"the Hessian-vector product of block {block.name!r} is not "
+                        "finite; check the model's numerics (float64, smaller inputs)"
+                    )
+        return outs
+
+    def _accumulate(self, requests, method: str, outs: list[Tensor]) -> float:
+        """Add ``Σ_b n_b H_b v`` over this process's batches to ``outs``; returns ``Σ_b n_b``."""
         total = 0.0
         with measurement_mode(self.model, self.batchnorm, self.precision):
             for i, inputs, targets in self.passes:
@@ -316,18 +350,7 @@ class HessianOperator:
                         out.add_(forward_product(self.model, self.loss_fn, named, inputs, targets, block, v),
                                  alpha=weight)
                 total += weight
-        if total <= 0:
-            raise ValueError("data is empty (or all batch sizes are 0): nothing to average")
-        for out in outs:
-            out.div_(total)
-        if self.check_finite:
-            for out, (block, _) in zip(outs, requests):
-                if not bool(torch.isfinite(out).all()):
-                    raise NonFiniteError(
-                        f"the Hessian-vector product of block {block.name!r} is not "
-                        "finite; check the model's numerics (float64, smaller inputs)"
-                    )
-        return outs
+        return total
 
     def _prepare(self, inputs, targets):
         return to_device(inputs, self.device, self.dtype), to_device(targets, self.device, self.dtype)

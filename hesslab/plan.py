@@ -112,7 +112,7 @@ def calibrate(model: nn.Module, loss_fn: Callable, batch, *, params=None, exampl
     """
     sample = _head(batch, examples) if examples else batch
     op = HessianOperator(model, loss_fn, [sample], params=params, batchnorm=batchnorm, method="reverse",
-                         check_data=False, graph_memory_budget=1 << 62)
+                         check_data=False, graph_memory_budget=1 << 62, process_group=None)  # this device only
     device = op.device
     inputs, targets = sample
     count = default_batch_size(inputs, targets)

@@ -23,6 +23,7 @@ from hesslab.blocks import Block, resolve_blocks
 from hesslab.checkpoint import Checkpoint
 from hesslab.hvp import HessianOperator
 from hesslab.lanczos import LanczosProcess, LanczosResult
+from hesslab.distributed import agreed_budget, agreed_host_budget
 from hesslab.memory import BasisPlan, default_memory_budget, lanczos_bytes, plan_basis
 from hesslab.operators import (NOISE_FACTOR, _noise_from_products, _noise_vectors, as_operator, matvec_in,
                                operator_noise, probe_vectors)
@@ -82,7 +83,9 @@ def slq(
         BasisMemoryError: not even one probe fits ``memory_budget``.
     """
     op = as_operator(op)
-    plan = plan_basis(op.dim, num_steps, num_probes, op.device, dtype=basis_dtype, memory_budget=memory_budget,
+    plan = plan_basis(op.dim, num_steps, num_probes, op.device, dtype=basis_dtype,
+                      memory_budget=agreed_budget(op, memory_budget, default_memory_budget),
+                      host_budget=agreed_host_budget(op, default_memory_budget),
                       probe_chunk=probe_chunk, offload=offload, reorthogonalize=reorthogonalize)
     chunk = plan.probe_chunk
     results: list[LanczosResult] = []
@@ -249,9 +252,11 @@ def blockwise_slq(
     if saved is not None:
         results = _unpack(saved.arrays, order)
         info.update({k: saved.meta.get(k, v) for k, v in info.items()})
-    budget = default_memory_budget(operator.device) if memory_budget is None else memory_budget
+    budget = agreed_budget(operator, memory_budget, default_memory_budget)  # the same on every rank
+    host = agreed_host_budget(operator, default_memory_budget)
     plans = {b.name: plan_basis(dims[b.name], num_steps, num_probes, operator.device, dtype=basis_dtype,
-                                memory_budget=budget, offload=offload, reorthogonalize=reorthogonalize)
+                                memory_budget=budget, host_budget=host, offload=offload,
+                                reorthogonalize=reorthogonalize)
              for b in resolved}
     todo = [b for b in resolved if b.name not in results]
     units = [_Unit(b, s, min(s + plans[b.name].probe_chunk, num_probes), plans[b.name])

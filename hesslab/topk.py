@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hesslab.checkpoint import Checkpoint
+from hesslab.distributed import agreed_budget
 from hesslab.memory import BasisMemoryError, default_memory_budget
 from hesslab.operators import as_operator, matvec_in, operator_noise, probe_vectors
 
@@ -175,7 +176,7 @@ def top_eigenvalues(
     n, p, max_basis, max_matvecs, rel_tol = (op.dim, settings["block_size"], settings["max_basis"],
                                              settings["max_matvecs"], settings["tol"])
     need = 2 * (max_basis + p) * n * torch.empty((), dtype=basis_dtype).element_size()
-    budget = default_memory_budget(op.device) if memory_budget is None else memory_budget
+    budget = agreed_budget(op, memory_budget, default_memory_budget)  # the same on every rank
     if need > budget:
         raise BasisMemoryError(
             f"top_eigenvalues keeps 2 × (max_basis + block_size) = {2 * (max_basis + p)} vectors of {n:,} numbers: "

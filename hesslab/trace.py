@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hesslab.distributed import agreed_budget
 from hesslab.memory import default_memory_budget
 from hesslab.operators import as_operator, probe_seed
 
@@ -40,7 +41,7 @@ def hutchinson_trace(op, num_probes: int = 100, seed: int = 0, *, memory_budget:
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
     if probe_chunk is None:
-        budget = default_memory_budget(op.device) if memory_budget is None else memory_budget
+        budget = agreed_budget(op, memory_budget, default_memory_budget)  # the same on every rank
         per_probe = _TRACE_VECTORS * op.dim * torch.empty((), dtype=op.dtype).element_size()
         probe_chunk = max(1, min(num_probes, int(budget // per_probe)))
     samples = []

@@ -28,6 +28,7 @@ from torch import nn
 
 import hesslab.topk as core_topk
 from hesslab.batching import default_batch_size
+from hesslab.distributed import DistributedCheckpoint, agreed_budget, agreed_host_budget, gather_objects, group_of
 from hesslab.hvp import BlockHessianOperator, HessianOperator
 from hesslab.measurement import has_batchnorm
 from hesslab.memory import default_memory_budget, plan_basis
@@ -91,9 +92,21 @@ def _finished(checkpoint: StoredCheckpoint | None) -> bool:
     return saved is not None and saved.finished
 
 
-def _checkpoint(cache, kind: str, key: Callable[[], dict]) -> StoredCheckpoint | None:
+def _checkpoint(cache, kind: str, key: Callable[[], dict], op=None):
+    """The stored checkpoint of ``kind`` keyed by ``key()``; for a distributed ``op``, rank 0's, shared.
+
+    A data-parallel operator (:mod:`hesslab.distributed`) is keyed by every rank's key (its
+    shard of the data), in rank order: a result is served only to the same sharding of the
+    same data. Rank 0 alone reads and writes the store (:class:`~hesslab.distributed.DistributedCheckpoint`).
+    """
     store = open_cache(cache)
-    return None if store is None else store.checkpoint(kind, key())
+    group = group_of(op) if op is not None else None
+    if group is None:
+        return None if store is None else store.checkpoint(kind, key())
+    if store is None:
+        return None
+    keys = gather_objects(key(), group)
+    return DistributedCheckpoint(store.checkpoint(kind, {"shards": keys}), group)
 
 
 def slq(op, num_steps: int = 100, num_probes: int = 10, seed: int = 0, *,
@@ -107,11 +120,13 @@ def slq(op, num_steps: int = 100, num_probes: int = 10, seed: int = 0, *,
     stored result, or None when there is none (nothing is computed).
     """
     op = as_operator(op)
-    plan = plan_basis(op.dim, num_steps, num_probes, op.device, dtype=basis_dtype, memory_budget=memory_budget,
+    plan = plan_basis(op.dim, num_steps, num_probes, op.device, dtype=basis_dtype,
+                      memory_budget=agreed_budget(op, memory_budget, default_memory_budget),
+                      host_budget=agreed_host_budget(op, default_memory_budget),
                       probe_chunk=probe_chunk, offload=offload, reorthogonalize=reorthogonalize)
     checkpoint = _checkpoint(cache, "slq", lambda: operator_key(
         op, cache_key=cache_key, num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=str(plan.dtype),
-        reorthogonalize=reorthogonalize))
+        reorthogonalize=reorthogonalize), op)
     if stored_only and not _finished(checkpoint):
         return None
     return _slq(op, num_steps, num_probes, seed, basis_dtype=plan.dtype, memory_budget=plan.budget,
@@ -130,14 +145,16 @@ def blockwise_slq(model: nn.Module, loss_fn: Callable, data: Iterable, blocks=No
     checkpointed in groups of at most ``resume_chunk``.
     """
     operator, resolved = blockwise_operator(model, loss_fn, data, blocks, operator, **operator_kwargs)
-    budget = default_memory_budget(operator.device) if memory_budget is None else memory_budget
+    budget = agreed_budget(operator, memory_budget, default_memory_budget)  # the same on every rank
+    host = agreed_host_budget(operator, default_memory_budget)
     dtypes = [str(plan_basis(operator.block_dim(b), num_steps, num_probes, operator.device, dtype=basis_dtype,
-                             memory_budget=budget, offload=offload, reorthogonalize=reorthogonalize).dtype)
+                             memory_budget=budget, host_budget=host, offload=offload,
+                             reorthogonalize=reorthogonalize).dtype)
               for b in resolved]
     checkpoint = _checkpoint(cache, "blockwise_slq", lambda: operator_key(
         operator, "blockwise_slq", cache_key=cache_key, blocks=[_block_key(b) for b in resolved],
         num_steps=num_steps, num_probes=num_probes, seed=seed, basis_dtype=dtypes,
-        reorthogonalize=reorthogonalize))
+        reorthogonalize=reorthogonalize), operator)
     return _blockwise_slq(model, loss_fn, data, resolved, num_steps, num_probes, seed, operator=operator,
                           basis_dtype=basis_dtype, memory_budget=budget, offload=offload,
                           reorthogonalize=reorthogonalize, checkpoint=checkpoint, resume_chunk=resume_chunk,
@@ -158,7 +175,7 @@ def top_eigenvalues(op, k: int = 1, *, tol: float | None = None, block_size: int
                                            max_matvecs=max_matvecs)
     checkpoint = _checkpoint(cache, "top_eigenvalues", lambda: operator_key(
         op, "top_eigenvalues", cache_key=cache_key, k=k, tol=settings["tol"], block_size=settings["block_size"],
-        max_basis=settings["max_basis"], max_matvecs=settings["max_matvecs"], seed=seed, basis_dtype=str(basis_dtype)))
+        max_basis=settings["max_basis"], max_matvecs=settings["max_matvecs"], seed=seed, basis_dtype=str(basis_dtype)), op)
     if stored_only and not _finished(checkpoint):
         return None
     return core_topk.top_eigenvalues(op, k, tol=tol, block_size=block_size, max_basis=max_basis,

@@ -1,0 +1,247 @@
+"""Data-parallel Hessian-vector products over ``torch.distributed``.
+
+Each rank holds the whole model and a shard of the Hessian batches. A product is the
+batch-size-weighted mean over *all* ranks' batches: every rank sums ``n_b H_b v`` and
+``n_b`` over its own batches, and one ``all_reduce`` (sum) of ``[Σ n_b H_b v, Σ n_b]``
+gives every rank the same numerator and denominator, so the mean is exact for uneven
+shards (a rank with no batch contributes zeros). Before it, an all-reduce of three
+integers checks that every rank asks for a product of the same size and that none failed.
+
+The eigensolvers run redundantly on every rank: the reduced product is the same on every
+rank (an all-reduce leaves one result everywhere) and the probes come from seeds, so
+Lanczos, SLQ and the top eigenvalues take the same steps everywhere and every rank returns
+the result, with no broadcast. (The ranks' own round-off in the Lanczos recurrences may
+differ in the last bits, since BLAS orders sums by memory alignment; should it ever change
+a breakdown decision, the size check above stops every rank with an error instead of
+summing mismatched products.) The alternative, Lanczos on rank 0 with each vector
+broadcast and the products reduced to it, moves the same ``k × n`` numbers per step plus
+the broadcast and leaves the other ranks idle during reorthogonalisation.
+
+Communication per product: ``k × n + 1`` numbers in the operator's dtype (``k`` vectors of
+its ``n`` entries) and three integers; a ring all-reduce sends and receives about
+``2 (P − 1) / P`` times that per rank. An all-blocks Lanczos step of
+:func:`hesslab.blockwise_slq` is one product over all blocks at once: ``n`` is the model's
+parameter count and ``k`` the probes run together.
+
+Faults. An exception while a rank computes its part (a non-finite loss, a model without
+double backward, bad data) does not leave the others waiting: the header tells every rank,
+an object all-gather collects the failing ranks' errors, the failing rank raises its own
+exception and every other rank raises :class:`DistributedError` naming the failing ranks
+and their errors. A rank that dies or hangs makes the others' collective fail when the
+backend notices (a closed connection at once; a hang at the process group's ``timeout``,
+``torch.distributed.init_process_group(timeout=...)``), and they raise
+:class:`DistributedError` saying which product stalled; ``torchrun`` then stops every
+rank and names the one that failed first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+AUTO = "auto"
+
+
+class DistributedError(RuntimeError):
+    """Another rank failed, died or hung while the ranks computed a product together."""
+
+
+def resolve_group(process_group=AUTO):
+    """The process group to reduce over, or ``None`` for a single process.
+
+    Args:
+        process_group: ``"auto"`` (the default group when ``torch.distributed`` is
+            initialised with more than one rank, else none), ``None`` (no communication:
+            this process's data only), or a process group.
+    """
+    if process_group is None:
+        return None
+    if isinstance(process_group, str):
+        if process_group != AUTO:
+            raise ValueError(f"process_group must be 'auto', None or a process group, got {process_group!r}")
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return dist.group.WORLD
+        return None
+    return process_group
+
+
+def group_of(op):
+    """The process group behind an operator (or a block of one), ``None`` when it is single-process."""
+    op = getattr(op, "parent", op)
+    reducer = getattr(op, "reducer", None)
+    return None if reducer is None else reducer.group
+
+
+def agreed_budget(op, memory_budget: int | None, default) -> int:
+    """``memory_budget``, or ``default(device)`` agreed as the smallest over the operator's ranks.
+
+    Every rank must plan the same probe chunks and block groups (they decide how many
+    products the ranks compute together), so a budget measured from each rank's free memory
+    is replaced by the minimum over the ranks.
+    """
+    if memory_budget is not None:
+        return int(memory_budget)
+    budget = int(default(op.device))
+    group = group_of(op)
+    if group is None:
+        return budget
+    import torch.distributed as dist
+
+    value = torch.tensor([budget], dtype=torch.int64, device=_collective_device(group, op.device))
+    _collective(lambda: dist.all_reduce(value, op=dist.ReduceOp.MIN, group=group), group,
+                "the memory budget of a Lanczos run could not be agreed over the ranks")
+    return int(value.item())
+
+
+def _collective(call, group, what: str) -> None:
+    """Run the collective ``call``; a failure (a rank died or hung) becomes a :class:`DistributedError`."""
+    import torch.distributed as dist
+
+    try:
+        call()
+    except Exception as err:  # backend errors differ: gloo RuntimeError, DistBackendError, ...
+        rank, world = dist.get_rank(group), dist.get_world_size(group)
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise DistributedError(f"rank {rank} of {world}: {what} ({type(err).__name__}: {first}); another rank "
+                               "died or hung (its log, or torchrun's summary, names it)") from err
+
+
+def agreed_host_budget(op, default) -> int | None:
+    """For a distributed operator on a GPU, the host budget for offloaded bases agreed over ranks; else ``None``."""
+    if group_of(op) is None or torch.device(op.device).type != "cuda":
+        return None
+    return agreed_budget(_HostView(op), None, lambda _: default("cpu"))
+
+
+class _HostView:
+    def __init__(self, op):
+        self.op, self.device = op, torch.device("cpu")
+        self.reducer = getattr(getattr(op, "parent", op), "reducer", None)
+
+
+def _collective_device(group, device) -> torch.device:
+    import torch.distributed as dist
+
+    return torch.device(device) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+
+class ShardReducer:
+    """Sums the ranks' weighted partial products of one :class:`~hesslab.HessianOperator`.
+
+    Args:
+        group: the process group (see :func:`resolve_group`).
+    """
+
+    def __init__(self, group):
+        import torch.distributed as dist
+
+        self.group = group
+        self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
+        self.products = 0  # reductions so far, named in errors
+
+    def reduce(self, outs: list[Tensor], total: float, error: BaseException | None) -> float:
+        """Replace ``outs`` (this rank's ``Σ n_b H_b v``) by the sum over ranks; the summed weight ``Σ n_b``.
+
+        Raises:
+            BaseException: ``error`` itself, on the rank where it happened, once every rank knows.
+            DistributedError: another rank failed (named, with its error), or the reduction
+                did not complete (a rank died or hung).
+        """
+        import torch.distributed as dist
+
+        self.products += 1
+        dtype = outs[0].dtype if outs else torch.float64
+        device = _collective_device(self.group, outs[0].device if outs else "cpu")
+        size = sum(o.numel() for o in outs)
+        # header: [Σ size, Σ size², failures]; all sizes are equal iff P Σ size² = (Σ size)²
+        header = torch.tensor([size, size * size, int(error is not None)], dtype=torch.int64, device=device)
+        _collective(lambda: dist.all_reduce(header, group=self.group), self.group,
+                    f"Hessian-vector product {self.products} could not be started on every rank")
+        total_size, total_square, failures = (int(x) for x in header.tolist())
+        if failures:
+            messages: list = [None] * self.world_size
+            mine = None if error is None else f"{type(error).__name__}: {error}"
+            _collective(lambda: dist.all_gather_object(messages, mine, group=self.group), self.group,
+                        "the ranks' errors could not be collected")
+            if error is not None:
+                raise error
+            failed = "; ".join(f"rank {r}: {m}" for r, m in enumerate(messages) if m)
+            raise DistributedError(f"rank {self.rank} of {self.world_size} stops: Hessian-vector product "
+                                   f"{self.products} failed on another rank ({failed})")
+        if self.world_size * total_square != total_size * total_size:
+            raise DistributedError(
+                f"rank {self.rank} of {self.world_size}: the ranks asked for Hessian-vector products of different "
+                f"sizes (this rank {size} numbers, {total_size} over all ranks) at product {self.products}: they "
+                "ran different computations. Every rank must make the same calls with the same arguments")
+        flat = torch.cat([o.reshape(-1).to(device) for o in outs]
+                         + [torch.tensor([float(total)], dtype=dtype, device=device)])
+        _collective(lambda: dist.all_reduce(flat, group=self.group), self.group,
+                    f"Hessian-vector product {self.products} could not be summed over the ranks")
+        offset = 0
+        for out in outs:
+            out.copy_(flat[offset:offset + out.numel()].view_as(out))
+            offset += out.numel()
+        return float(flat[-1].item())
+
+
+class DistributedCheckpoint:
+    """A :class:`~hesslab.checkpoint.Checkpoint` that rank 0 alone reads and writes, shared with every rank.
+
+    ``load`` reads rank 0's checkpoint and broadcasts it, so every rank resumes from the
+    same progress (or none); ``save`` writes on rank 0 only (the other ranks hold the same
+    result), so one process writes each record.
+
+    Args:
+        checkpoint: rank 0's checkpoint (ignored on the other ranks; ``None`` there).
+        group: the process group.
+    """
+
+    def __init__(self, checkpoint, group):
+        import torch.distributed as dist
+
+        self.group, self.rank = group, dist.get_rank(group)
+        self.checkpoint = checkpoint if self.rank == 0 else None
+
+    def load(self):
+        """Rank 0's saved progress (or ``None``), on every rank."""
+        import torch.distributed as dist
+
+        box = [self.checkpoint.load() if self.checkpoint is not None else None]
+        src = dist.get_global_rank(self.group, 0) if self.group is not dist.group.WORLD else 0
+        _collective(lambda: dist.broadcast_object_list(box, src=src, group=self.group), self.group,
+                    "rank 0's checkpoint could not be shared")
+        return box[0]
+
+    def save(self, arrays, meta: dict, *, finished: bool) -> None:
+        """Save on rank 0; nothing elsewhere."""
+        if self.checkpoint is not None:
+            self.checkpoint.save(arrays, meta, finished=finished)
+
+
+def gather_objects(value, group) -> list:
+    """Every rank's ``value``, in rank order, on every rank."""
+    import torch.distributed as dist
+
+    values: list = [None] * dist.get_world_size(group)
+    _collective(lambda: dist.all_gather_object(values, value, group=group), group, "values could not be gathered")
+    return values
+
+
+def shard(batches: list, rank: int | None = None, world_size: int | None = None) -> list:
+    """This rank's share of ``batches``: every ``world_size``-th batch from ``rank`` (round robin).
+
+    Defaults to the default process group's rank and size (the whole list without one).
+    """
+    if rank is None or world_size is None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            rank, world_size = dist.get_rank(), dist.get_world_size()
+        else:
+            rank, world_size = 0, 1
+    return list(batches)[rank::world_size]
+
+
+__all__ = ["AUTO", "DistributedCheckpoint", "DistributedError", "ShardReducer", "gather_objects", "agreed_budget", "agreed_host_budget", "group_of", "resolve_group", "shard"]
