@@ -4,6 +4,8 @@
                                      [--seed N] [--probes N] [--steps N] [--batches N]
                                      [--profile smoke|cpu|paper] [--dtype float32|float64]
                                      [--base-lr LR] [--no-cache] [--dry-run]
+                                     [--collective-timeout SECONDS]
+    torchrun --standalone --nproc_per_node N -m hesslab diagnose MODEL ...
 
 or, from Python, :func:`diagnose` with the same arguments. ``MODEL`` is
 
@@ -49,6 +51,15 @@ What it computes, with the core of :mod:`hesslab` (cached and resumable through
   heterogeneous model, per-block learning rates ``lr_b = base · λ_max,stiffest / λ_max,b``
   (the stiffest block gets ``base``; default ``base = 1/λ_max,stiffest``, half the
   stability limit 2/λ of gradient descent on a quadratic).
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks join a process group (gloo on CPUs, NCCL
+with ``--device cuda``, each rank on ``cuda:LOCAL_RANK``; collectives time out after
+``--collective-timeout`` seconds) and the Hessian batches are sharded round robin
+(:func:`hesslab.shard`): every Hessian-vector product is the mean over all ranks' batches
+(:mod:`hesslab.distributed`), so the spectra, JS⁰ and verdict are the single-process ones,
+computed in parallel. The gradient norms are computed on all batches by every rank (one
+gradient pass). Rank 0 alone prints, uses the result cache (keyed by every rank's shard)
+and writes the outputs; the report records the world size.
 
 Before anything is computed the plan is printed (:func:`hesslab.plan`: HVPs, memory, time on
 this machine); ``--dry-run`` stops there (the plan's calibration, one gradient and one
@@ -97,10 +108,12 @@ import base64
 import datetime as _dt
 import hashlib
 import html
+import contextlib
 import importlib.util
 import io
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -115,6 +128,7 @@ from torch import nn
 import hesslab
 from hesslab.blocks import resolve_blocks
 from hesslab.diagnostics import zero_gradient_fractions
+from hesslab.distributed import DistributedError, resolve_group, shard
 from hesslab.errors import NonFiniteError, UnsupportedAutogradError
 from hesslab.gradients import block_gradient_norms, gradient_heterogeneity
 from hesslab.experiments.rescue import MAX_FACTOR, block_factors
@@ -143,6 +157,9 @@ THRESHOLD = 0.18
 
 #: Lanczos settings under which :data:`THRESHOLD` was measured (the ``cpu`` profile's blockwise ones)
 DEFAULT_STEPS, DEFAULT_PROBES = 20, 4
+
+#: seconds a rank waits for the others in a collective under torchrun before it fails
+DEFAULT_COLLECTIVE_TIMEOUT = 600.0
 
 #: a block whose rate reaches this multiple of the base (the cap of the book's rule) is named: it is
 #: nearly flat, and 1/λ_max is no guide there
@@ -553,7 +570,9 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
         DiagnoseError: what the user can fix (the CLI prints it and exits with code 2).
         NonFiniteError, UnsupportedAutogradError: from the core, with their fixes.
     """
-    say = echo or (lambda *a, **k: None)
+    group = resolve_group()
+    rank, world = (0, 1) if group is None else (group.rank(), group.size())
+    say = echo if echo is not None and rank == 0 else (lambda *a, **k: None)
     started = time.perf_counter()
     if isinstance(dtype, str):
         dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
@@ -601,7 +620,8 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
     if not data_info["synthetic"]:
         notes.insert(0, f"data: {data_info['description']}")
     say(f"hesslab diagnose {target.name} ({target.source}, {sum(p.numel() for p in target.model.parameters()):,} "
-        f"parameters, {str(param_dtype).replace('torch.', '')}, {device})")
+        f"parameters, {str(param_dtype).replace('torch.', '')}, {device})"
+        + (f", {world} ranks sharing {len(batches_list)} Hessian batches" if world > 1 else ""))
     for note in notes:
         say(note)
     printed = len(notes)
@@ -623,7 +643,8 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
                      + ": exactly zero gradient there, a spike of zero eigenvalues in those blocks' spectra")
     gradients_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    spectra, used_cache = _spectra(target, batches_list, resolved, steps, probes, seed, cache, progress, notes)
+    spectra, used_cache = _spectra(target, shard(batches_list) if world > 1 else batches_list, resolved, steps,
+                                   probes, seed, cache, progress and rank == 0, notes)
     spectra_s = time.perf_counter() - t0
 
     options = _js_options()
@@ -651,7 +672,7 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
                   "parameters": sum(p.numel() for p in target.model.parameters()),
                   "dtype": str(param_dtype).replace("torch.", ""), "device": str(device), "loss": target.loss},
         "data": data_info,
-        "settings": {"num_steps": steps, "num_probes": probes, "seed": seed,
+        "settings": {"num_steps": steps, "num_probes": probes, "seed": seed, "world_size": world,
                      "blocks": "book default" if is_default else str(spec_blocks), "js_variant": JS_VARIANT,
                      "js_options": options, "base_lr": base_lr, "cache": used_cache},
         "plan": planned.as_dict(),
@@ -673,7 +694,8 @@ def diagnose(model, *, data=None, blocks=None, out=None, device: str = "cpu", se
     }
     out = Path(out) if out is not None else Path(f"diagnose-{target.name}")
     report["timings_s"]["total"] = time.perf_counter() - started
-    _write_outputs(report, spectra, out)
+    if rank == 0:  # one writer; every rank holds the same report
+        _write_outputs(report, spectra, out)
     say(text)
     say(f"JS⁰ ({JS_VARIANT} variant) = {value:.3f} ± {sd:.3f} (threshold {THRESHOLD}); gradient-norm CV "
         f"{grad_het['cv']:.2f}, spread {grad_het['log10_spread']:.2f} decades; λ_max spread {spread:.2f} decades")
@@ -902,7 +924,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="compute without the result cache")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--collective-timeout", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others in a collective before failing "
+                        f"(default {DEFAULT_COLLECTIVE_TIMEOUT:g})")
     return p
+
+
+@contextlib.contextmanager
+def process_group_from_environment(device: str, timeout: float):
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1), for the ``with`` block; yields the device.
+
+    gloo on CPUs, NCCL on CUDA devices (each rank on ``cuda:LOCAL_RANK``); collectives time out
+    after ``timeout`` seconds. Without ``torchrun``, or with a group already initialised,
+    nothing happens and ``device`` is yielded as given.
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        yield device
+        return
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=_dt.timedelta(seconds=timeout))
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -912,10 +961,17 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments after ``diagnose`` (default ``sys.argv[2:]``).
     """
     args = build_parser().parse_args(sys.argv[2:] if argv is None else argv)
+    if not args.collective_timeout > 0:
+        return _fail("--collective-timeout must be a positive number of seconds")
     try:
-        diagnose(args.model, data=args.data, blocks=args.blocks, out=args.out, device=args.device, seed=args.seed,
-                 probes=args.probes, steps=args.steps, batches=args.batches, profile=args.profile, dtype=args.dtype,
-                 base_lr=args.base_lr, cache=not args.no_cache, dry_run=args.dry_run, progress=not args.quiet)
+        with process_group_from_environment(args.device, args.collective_timeout) as device:
+            diagnose(args.model, data=args.data, blocks=args.blocks, out=args.out, device=device, seed=args.seed,
+                     probes=args.probes, steps=args.steps, batches=args.batches, profile=args.profile,
+                     dtype=args.dtype, base_lr=args.base_lr, cache=not args.no_cache, dry_run=args.dry_run,
+                     progress=not args.quiet)
+    except DistributedError as e:
+        print(f"hesslab diagnose: error: {e}", file=sys.stderr)
+        return 1
     except DiagnoseError as e:
         return _fail(str(e))
     except NonFiniteError as e:
