@@ -244,4 +244,112 @@ def shard(batches: list, rank: int | None = None, world_size: int | None = None)
     return list(batches)[rank::world_size]
 
 
-__all__ = ["AUTO", "DistributedCheckpoint", "DistributedError", "ShardReducer", "gather_objects", "agreed_budget", "agreed_host_budget", "group_of", "resolve_group", "shard"]
+def run_on_ranks(target: str, kwargs: dict, processes: int, *, backend: str | None = None,
+                 timeout: float = 600.0, limit: float | None = None, cuda: bool = False):
+    """Run ``module:function(**kwargs)`` on ``processes`` processes joined in one process group; rank 0's result.
+
+    The processes are started as ``torchrun`` starts them (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT`` on this host), each joins the group
+    (``backend``: NCCL with ``cuda``, each rank on ``cuda:LOCAL_RANK``, else gloo; collectives
+    time out after ``timeout`` seconds), calls the function, and rank 0 hands back its return
+    value (through ``torch.save`` in a temporary folder). The function sees an initialised
+    group, so every :class:`~hesslab.HessianOperator` it builds reduces over the ranks; it
+    should give each rank its :func:`shard` of the data.
+
+    Args:
+        target: ``"package.module:function"``.
+        kwargs: its keyword arguments (anything ``torch.save`` can store).
+        processes: how many ranks (one per GPU with ``cuda``).
+        backend: the process group's backend (default as above).
+        timeout: seconds a collective may wait for a rank.
+        limit: seconds the whole run may take (default: none); then every rank is killed.
+        cuda: one GPU per rank.
+
+    Raises:
+        DistributedError: a rank failed, naming the first to fail and its error; every rank
+            is stopped (those still waiting in a collective are killed).
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    with tempfile.TemporaryDirectory(prefix="hesslab-ranks-") as folder:
+        job = Path(folder)
+        torch.save({"target": target, "kwargs": kwargs, "backend": backend or ("nccl" if cuda else "gloo"),
+                    "timeout": timeout, "cuda": cuda}, job / "job.pt")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ranks = []
+        for rank in range(processes):
+            env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(processes), LOCAL_RANK=str(rank),
+                       LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            ranks.append(subprocess.Popen([sys.executable, "-c", _RANK_COMMAND, str(job)], env=env))
+        deadline = None if limit is None else time.monotonic() + limit
+        first_failure = None
+        try:
+            while any(p.poll() is None for p in ranks):
+                if first_failure is None and any(p.poll() not in (None, 0) for p in ranks):
+                    first_failure = time.monotonic()
+                if first_failure is not None and time.monotonic() > first_failure + timeout + 30:
+                    break  # the others had a collective timeout's time to notice; stop them
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            for p in ranks:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+        codes = [p.returncode for p in ranks]
+        if any(codes):
+            errors = {r: (job / f"error-{r}.txt").read_text() for r in range(processes)
+                      if (job / f"error-{r}.txt").exists()}
+            first = min(errors, key=lambda r: (job / f"error-{r}.txt").stat().st_mtime) if errors else None
+            why = (f"rank {first} failed first:\n{errors[first]}" if first is not None else
+                   f"no rank reported an error (killed, out of memory, or past the limit of {limit} s)")
+            raise DistributedError(f"{target} on {processes} ranks ended with exit codes {codes}; {why}")
+        return torch.load(job / "result.pt", weights_only=False)
+
+
+#: what each rank of :func:`run_on_ranks` runs (``python -c``), with the job folder as its argument
+_RANK_COMMAND = "import sys; from hesslab.distributed import _rank_main; sys.exit(_rank_main(sys.argv[1]))"
+
+
+def _rank_main(job_dir: str) -> int:
+    """One rank of :func:`run_on_ranks`: join the group, call the target, rank 0 saves its result."""
+    import importlib
+    import os
+    import traceback
+    from datetime import timedelta
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    job = Path(job_dir)
+    spec = torch.load(job / "job.pt", weights_only=False)
+    rank = int(os.environ["RANK"])
+    try:
+        if spec["cuda"]:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group(spec["backend"], timeout=timedelta(seconds=spec["timeout"]))
+        module, function = spec["target"].split(":")
+        result = getattr(importlib.import_module(module), function)(**spec["kwargs"])
+        if rank == 0:
+            torch.save(result, job / "result.tmp")
+            os.replace(job / "result.tmp", job / "result.pt")
+    except BaseException:
+        (job / f"error-{rank}.txt").write_text(traceback.format_exc()[-4000:])
+        os._exit(1)  # at once: an orderly shutdown could wait for a rank that died or hangs
+    dist.destroy_process_group()
+    return 0
+
+
+__all__ = ["AUTO", "DistributedCheckpoint", "DistributedError", "ShardReducer", "gather_objects", "agreed_budget", "agreed_host_budget", "group_of", "resolve_group", "run_on_ranks", "shard"]
+

@@ -21,8 +21,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from hesslab.distributed import run_on_ranks, shard
 from hesslab.experiments import verdicts
 from hesslab.experiments.data import default_device, to_device
+from hesslab.experiments.scaleout import processes_for
 from hesslab.experiments.gap import STAGES, gap_study
 from hesslab.experiments.training import default_workers
 from hesslab.storage.cache import open_cache
@@ -65,7 +67,8 @@ def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, see
         progress: progress bars (one tick per stage).
 
     Stages not stored yet are computed in worker processes on a CPU (one per core, as the
-    gap study trains), else one after the other.
+    gap study trains), else one after the other, each on every visible GPU at the ``paper``
+    profile (data-parallel ranks, :mod:`hesslab.experiments.scaleout`).
 
     Returns:
         ``{stage: SpectralDensity}`` in raw eigenvalue units; ``info["top_eigenvalues"]``
@@ -91,8 +94,17 @@ def spectra_over_training(name: str, profile: str = "cpu", *, stages=STAGES, see
             for stage in tqdm(todo, desc=f"{name} full spectra ({workers} processes)", disable=not progress):
                 out[stage] = futures[stage].result()
     else:
-        for stage in tqdm(todo, desc=f"{name} full spectra", disable=not progress):
-            out[stage] = _stage_spectrum(name, profile, run.states[stage], seed, device, cache)
+        ranks = processes_for(profile, device)  # every visible GPU at the paper profile
+        store = open_cache(cache)
+        for stage in tqdm(todo, desc=f"{name} full spectra" + (f" ({ranks} ranks)" if ranks > 1 else ""),
+                          disable=not progress):
+            if ranks > 1:
+                state = {k: v.cpu() for k, v in run.states[stage].items()}
+                out[stage] = run_on_ranks("hesslab.experiments.full_spectra:_stage_spectrum", dict(
+                    name=name, profile=profile, state=state, seed=seed, device=device.type,
+                    cache=None if store is None else store.root), ranks, cuda=device.type == "cuda")
+            else:
+                out[stage] = _stage_spectrum(name, profile, run.states[stage], seed, device, cache)
     return {stage: out[stage] for stage in stages}
 
 
@@ -108,7 +120,8 @@ def _stage_spectrum(name: str, profile: str, state: dict, seed: int, device, cac
     settings = get_profile(profile)
     built = build(name, settings.model_size, seed=seed, device=device)
     built.model.load_state_dict(state)
-    data = [to_device(batch, device) for batch in hessian_batches(built, settings.full_spectra, seed=seed)]
+    data = [to_device(batch, device)  # this rank's share under torch.distributed, else all
+            for batch in shard(hessian_batches(built, settings.full_spectra, seed=seed))]
     operator = HessianOperator(built.model, built.loss_fn, data, batchnorm=BATCHNORM)
     spectrum = slq(operator, num_steps=settings.full_spectra.num_steps, num_probes=settings.full_spectra.num_probes,
                    seed=seed, cache=cache, progress=False, stored_only=stored_only)

@@ -38,10 +38,13 @@ from hesslab.js import js0, js_matrix
 from hesslab.experiments import verdicts
 from hesslab.experiments.models import BuiltModel, build, family_of, spec
 from hesslab.experiments.profiles import profile as get_profile
+from hesslab.storage.cache import open_cache
 from hesslab.storage.cached import blockwise_slq
 from hesslab.spectra import SpectralDensity
+from hesslab.distributed import run_on_ranks, shard
 from hesslab.experiments.data import default_device, to_device
 from hesslab.experiments.batches import hessian_batches
+from hesslab.experiments.scaleout import processes_for
 
 #: the paper's SLQ code smooths with a Gaussian of variance 1e-5 in raw eigenvalue units
 PAPER_SIGMA = 1e-5 ** 0.5
@@ -104,7 +107,8 @@ def sampled_blocks(name: str, built: BuiltModel):
 def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_batches: int | None = None,
                       num_steps: int | None = None, num_probes: int | None = None, probe_seed: int = 0,
                       device=None, cache=True, progress: bool = True, precision: str = "float32",
-                      batchnorm: str = BATCHNORM, options: dict | None = None) -> dict[str, SpectralDensity]:
+                      batchnorm: str = BATCHNORM, options: dict | None = None,
+                      processes: int | None = None) -> dict[str, SpectralDensity]:
     """Blockwise spectra of ``name`` at initialisation.
 
     Args:
@@ -121,6 +125,9 @@ def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_bat
         progress: progress bar.
         options: model options of :func:`hesslab.experiments.models.build` (``{"c": 4.0}`` for
             ``"hetero-mlp"``); they are part of the cache key.
+        processes: data-parallel ranks (default :func:`~hesslab.experiments.scaleout.processes_for`:
+            every visible GPU at the ``paper`` profile, else one); each holds a shard of
+            the Hessian batches (:mod:`hesslab.distributed`).
 
     Returns:
         ``{block_name: SpectralDensity}`` of the blocks with at least :data:`MIN_BLOCK_DIM` entries.
@@ -128,9 +135,16 @@ def blockwise_at_init(name: str, profile: str = "cpu", *, seed: int = 0, num_bat
     settings = get_profile(profile)
     device = default_device(device)
     options = dict(options or {})
+    ranks = processes_for(profile, device, processes)
+    if ranks > 1:
+        store = open_cache(cache)
+        return run_on_ranks("hesslab.experiments.heterogeneity:blockwise_at_init", dict(
+            name=name, profile=profile, seed=seed, num_batches=num_batches, num_steps=num_steps, num_probes=num_probes,
+            probe_seed=probe_seed, device=device.type, cache=None if store is None else store.root, progress=False,
+            precision=precision, batchnorm=batchnorm, options=options), ranks, cuda=device.type == "cuda")
     built = build(name, settings.model_size, seed=seed, device=device, **options)
-    data = [to_device(batch, device)
-            for batch in hessian_batches(built, settings.blockwise, num_batches=num_batches, seed=seed)]
+    data = [to_device(batch, device)  # this rank's share under torch.distributed, else all
+            for batch in shard(hessian_batches(built, settings.blockwise, num_batches=num_batches, seed=seed))]
     spectra = blockwise_slq(built.model, built.loss_fn, data, sampled_blocks(name, built),
                             num_steps=num_steps or settings.blockwise.num_steps,
                             num_probes=num_probes or settings.blockwise.num_probes,

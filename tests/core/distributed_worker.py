@@ -126,3 +126,17 @@ def main(scenario: str, out: Path, timeout: float) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]))
+
+
+def rank_sum(offset: float) -> dict:
+    """A target of :func:`hesslab.distributed.run_on_ranks`: the ranks' sum of ``rank + offset``, seen by each."""
+    value = torch.tensor([dist.get_rank() + offset], dtype=torch.float64)
+    dist.all_reduce(value)
+    return {"rank": dist.get_rank(), "world": dist.get_world_size(), "sum": float(value.item())}
+
+
+def fail_on(rank: int) -> None:
+    """A target that raises on ``rank`` and waits in a collective elsewhere."""
+    if dist.get_rank() == rank:
+        raise ValueError(f"rank {rank} refuses")
+    dist.barrier()

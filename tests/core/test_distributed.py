@@ -37,7 +37,7 @@ import torch
 
 import distributed_worker as worker
 import hesslab
-from hesslab.distributed import ShardReducer, resolve_group, shard
+from hesslab.distributed import DistributedError, ShardReducer, resolve_group, run_on_ranks, shard
 
 WORKER = Path(worker.__file__)
 #: seconds a collective may wait for a rank (the process group's timeout in the fault cases)
@@ -200,3 +200,17 @@ def test_reducer_refuses_nothing_on_one_rank(tmp_path):
             reducer.reduce(outs, 5.0, KeyError("mine"))
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.timeout(RUN_LIMIT)
+def test_run_on_ranks_returns_rank_0s_result_and_names_a_failing_rank(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(WORKER.parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    result = run_on_ranks("distributed_worker:rank_sum", {"offset": 0.5}, 3, timeout=60, limit=RUN_LIMIT)
+    assert result == {"rank": 0, "world": 3, "sum": 0.5 + 1.5 + 2.5}
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"rank 1 failed first:(.|\n)*ValueError: rank 1 refuses"):
+        run_on_ranks("distributed_worker:fail_on", {"rank": 1}, 2, timeout=COLLECTIVE_TIMEOUT, limit=RUN_LIMIT)
+    assert time.monotonic() - start < COLLECTIVE_TIMEOUT + 60
+    with pytest.raises(ValueError, match="processes"):
+        run_on_ranks("distributed_worker:rank_sum", {"offset": 0}, 0)
