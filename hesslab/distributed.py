@@ -40,6 +40,9 @@ import torch
 from torch import Tensor
 
 AUTO = "auto"
+#: seconds :func:`run_on_ranks` waits, past the collective timeout, for the other ranks to end
+#: after one failed, before it kills them as hung
+GRACE = 10.0
 
 
 class DistributedError(RuntimeError):
@@ -261,7 +264,8 @@ def run_on_ranks(target: str, kwargs: dict, processes: int, *, backend: str | No
         kwargs: its keyword arguments (anything ``torch.save`` can store).
         processes: how many ranks (one per GPU with ``cuda``).
         backend: the process group's backend (default as above).
-        timeout: seconds a collective may wait for a rank.
+        timeout: seconds a collective may wait for a rank; :data:`GRACE` seconds after that,
+            ranks still running after another failed are killed as hung.
         limit: seconds the whole run may take (default: none); then every rank is killed.
         cuda: one GPU per rank.
 
@@ -292,30 +296,50 @@ def run_on_ranks(target: str, kwargs: dict, processes: int, *, backend: str | No
                        LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
             ranks.append(subprocess.Popen([sys.executable, "-c", _RANK_COMMAND, str(job)], env=env))
         deadline = None if limit is None else time.monotonic() + limit
-        first_failure = None
+        first, first_at, stuck = None, None, []
         try:
             while any(p.poll() is None for p in ranks):
-                if first_failure is None and any(p.poll() not in (None, 0) for p in ranks):
-                    first_failure = time.monotonic()
-                if first_failure is not None and time.monotonic() > first_failure + timeout + 30:
-                    break  # the others had a collective timeout's time to notice; stop them
-                if deadline is not None and time.monotonic() > deadline:
+                if first is None:
+                    first = next((r for r, p in enumerate(ranks) if p.poll() not in (None, 0)), None)
+                    first_at = time.monotonic() if first is not None else None
+                overdue = deadline is not None and time.monotonic() > deadline
+                if overdue or (first is not None and time.monotonic() > first_at + timeout + GRACE):
+                    # the others had a collective timeout's time to notice the failure: these hang
+                    stuck = [r for r, p in enumerate(ranks) if p.poll() is None]
                     break
-                time.sleep(0.2)
+                time.sleep(0.05)
         finally:
             for p in ranks:
                 if p.poll() is None:
                     p.kill()
                 p.wait()
         codes = [p.returncode for p in ranks]
+        if any(codes) and first is None and not stuck:
+            # every rank had ended before a poll saw one fail: a rank that died without a Python
+            # error (killed, os._exit) failed first, since the others fail because of it; else
+            # the first error written
+            failed = [r for r, c in enumerate(codes) if c]
+            silent = [r for r in failed if not (job / f"error-{r}.txt").exists()]
+            first = silent[0] if silent else min(failed, key=lambda r: (job / f"error-{r}.txt").stat().st_mtime_ns)
         if any(codes):
-            errors = {r: (job / f"error-{r}.txt").read_text() for r in range(processes)
-                      if (job / f"error-{r}.txt").exists()}
-            first = min(errors, key=lambda r: (job / f"error-{r}.txt").stat().st_mtime) if errors else None
-            why = (f"rank {first} failed first:\n{errors[first]}" if first is not None else
-                   f"no rank reported an error (killed, out of memory, or past the limit of {limit} s)")
-            raise DistributedError(f"{target} on {processes} ranks ended with exit codes {codes}; {why}")
+            raise DistributedError(_failure_report(target, job, codes, first, stuck, limit))
         return torch.load(job / "result.pt", weights_only=False)
+
+
+def _failure_report(target: str, job, codes: list[int], first: int | None, stuck: list[int],
+                    limit: float | None) -> str:
+    """Which rank failed first and why, and which ranks hung, from the ranks' exit codes and error files."""
+    lines = [f"{target} on {len(codes)} ranks ended with exit codes {codes}"]
+    if first is not None:
+        error = job / f"error-{first}.txt"
+        lines.append(f"rank {first} failed first (exit code {codes[first]}): "
+                     + (error.read_text() if error.exists() else
+                        "it left no Python error (killed, out of memory, a crash in native code or os._exit)"))
+    if stuck:
+        lines.append(f"rank(s) {stuck} were still running "
+                     + (f"past the limit of {limit} s" if first is None else "long after that failure")
+                     + ": hung, and killed")
+    return "; ".join(lines)
 
 
 #: what each rank of :func:`run_on_ranks` runs (``python -c``), with the job folder as its argument

@@ -140,3 +140,17 @@ def fail_on(rank: int) -> None:
     if dist.get_rank() == rank:
         raise ValueError(f"rank {rank} refuses")
     dist.barrier()
+
+
+def die_on(rank: int) -> None:
+    """A target whose ``rank`` exits without a Python error while the others wait in a collective."""
+    if dist.get_rank() == rank:
+        os._exit(3)
+    dist.barrier()
+
+
+def hang_on(rank: int) -> None:
+    """A target whose ``rank`` sleeps while the others wait in a collective."""
+    if dist.get_rank() == rank:
+        time.sleep(3600)
+    dist.barrier()

@@ -37,7 +37,7 @@ import torch
 
 import distributed_worker as worker
 import hesslab
-from hesslab.distributed import DistributedError, ShardReducer, resolve_group, run_on_ranks, shard
+from hesslab.distributed import GRACE, DistributedError, ShardReducer, resolve_group, run_on_ranks, shard
 
 WORKER = Path(worker.__file__)
 #: seconds a collective may wait for a rank (the process group's timeout in the fault cases)
@@ -203,14 +203,20 @@ def test_reducer_refuses_nothing_on_one_rank(tmp_path):
 
 
 @pytest.mark.timeout(RUN_LIMIT)
-def test_run_on_ranks_returns_rank_0s_result_and_names_a_failing_rank(monkeypatch):
+def test_run_on_ranks_returns_rank_0s_result_and_names_a_failing_dead_or_hung_rank(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(WORKER.parent), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     result = run_on_ranks("distributed_worker:rank_sum", {"offset": 0.5}, 3, timeout=60, limit=RUN_LIMIT)
     assert result == {"rank": 0, "world": 3, "sum": 0.5 + 1.5 + 2.5}
     start = time.monotonic()
-    with pytest.raises(DistributedError, match=r"rank 1 failed first:(.|\n)*ValueError: rank 1 refuses"):
+    with pytest.raises(DistributedError, match=r"rank 1 failed first \(exit code 1\): (.|\n)*ValueError: rank 1 refuses"):
         run_on_ranks("distributed_worker:fail_on", {"rank": 1}, 2, timeout=COLLECTIVE_TIMEOUT, limit=RUN_LIMIT)
     assert time.monotonic() - start < COLLECTIVE_TIMEOUT + 60
+    with pytest.raises(DistributedError, match=r"rank 1 failed first \(exit code 3\): it left no Python error"):
+        run_on_ranks("distributed_worker:die_on", {"rank": 1}, 2, timeout=COLLECTIVE_TIMEOUT, limit=RUN_LIMIT)
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"rank\(s\) \[1\] were still running long after that failure"):
+        run_on_ranks("distributed_worker:hang_on", {"rank": 1}, 2, timeout=5, limit=RUN_LIMIT)
+    assert time.monotonic() - start < 5 + GRACE + 30
     with pytest.raises(ValueError, match="processes"):
         run_on_ranks("distributed_worker:rank_sum", {"offset": 0}, 0)
