@@ -49,8 +49,8 @@ def problem(name: str):
 
 
 def shards(world_size: int) -> list[list[int]]:
-    """Batch indices per rank: uneven counts (and so uneven example counts) for 2 and 3 ranks."""
-    return {1: [[0, 1, 2, 3, 4]], 2: [[1], [0, 2, 3, 4]], 3: [[0, 3], [1], [2, 4]]}[world_size]
+    """Batch indices per rank: uneven counts (and so uneven example counts) for 2 ranks; for 3, one rank has none."""
+    return {1: [[0, 1, 2, 3, 4]], 2: [[1], [0, 2, 3, 4]], 3: [[0, 1, 3], [], [2, 4]]}[world_size]
 
 
 def compute(name: str, data, vectors: torch.Tensor) -> dict[str, np.ndarray]:
@@ -106,7 +106,7 @@ def main(scenario: str, out: Path, timeout: float) -> None:
             model, loss_fn, batches = problem("mlp")
             mine = [batches[i] for i in shards(world)[rank]]
             if rank == 1 and scenario == "raise":
-                mine[0] = (torch.full_like(mine[0][0], float("nan")), mine[0][1])
+                mine = [(torch.full_like(batches[0][0], float("nan")), batches[0][1])]
             if rank == 1 and scenario == "die":
                 os._exit(3)
             if rank == 1 and scenario == "hang":

@@ -2,7 +2,7 @@
 
 Each rank is a separate process started as ``torchrun`` starts one (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``; ``distributed_worker.py``) and holds an uneven shard of five
-batches of 2, 7, 3, 5 and 1 examples. Asserted:
+batches of 2, 7, 3, 5 and 1 examples (with 3 processes, one rank holds no batch). Asserted:
 
 - HVPs, SLQ nodes and weights, every block's nodes and weights, JS⁰, the top eigenvalues and
   Hutchinson's trace equal the single-process results on all five batches to 1e-10
