@@ -4,7 +4,7 @@ Each rank holds the whole model and a shard of the Hessian batches. A product is
 batch-size-weighted mean over *all* ranks' batches: every rank sums ``n_b H_b v`` and
 ``n_b`` over its own batches, and one ``all_reduce`` (sum) of ``[Σ n_b H_b v, Σ n_b]``
 gives every rank the same numerator and denominator, so the mean is exact for uneven
-shards (a rank with no batch contributes zeros). Before it, an all-reduce of three
+shards (a rank with no batch contributes zeros). Before it, an all-reduce (maximum) of three
 integers checks that every rank asks for a product of the same size and that none failed.
 
 The eigensolvers run redundantly on every rank: the reduced product is the same on every
@@ -77,16 +77,16 @@ def group_of(op):
     return None if reducer is None else reducer.group
 
 
-def agreed_budget(op, memory_budget: int | None, default) -> int:
+def agreed_budget(op, memory_budget: int | None, default, device=None) -> int:
     """``memory_budget``, or ``default(device)`` agreed as the smallest over the operator's ranks.
 
     Every rank must plan the same probe chunks and block groups (they decide how many
     products the ranks compute together), so a budget measured from each rank's free memory
-    is replaced by the minimum over the ranks.
+    is replaced by the minimum over the ranks. ``device`` defaults to the operator's.
     """
     if memory_budget is not None:
         return int(memory_budget)
-    budget = int(default(op.device))
+    budget = int(default(op.device if device is None else device))
     group = group_of(op)
     if group is None:
         return budget
@@ -115,13 +115,7 @@ def agreed_host_budget(op, default) -> int | None:
     """For a distributed operator on a GPU, the host budget for offloaded bases agreed over ranks; else ``None``."""
     if group_of(op) is None or torch.device(op.device).type != "cuda":
         return None
-    return agreed_budget(_HostView(op), None, lambda _: default("cpu"))
-
-
-class _HostView:
-    def __init__(self, op):
-        self.op, self.device = op, torch.device("cpu")
-        self.reducer = getattr(getattr(op, "parent", op), "reducer", None)
+    return agreed_budget(op, None, default, device="cpu")
 
 
 def _collective_device(group, device) -> torch.device:
@@ -158,12 +152,12 @@ class ShardReducer:
         dtype = outs[0].dtype if outs else torch.float64
         device = _collective_device(self.group, outs[0].device if outs else "cpu")
         size = sum(o.numel() for o in outs)
-        # header: [Σ size, Σ size², failures]; all sizes are equal iff P Σ size² = (Σ size)²
-        header = torch.tensor([size, size * size, int(error is not None)], dtype=torch.int64, device=device)
-        _collective(lambda: dist.all_reduce(header, group=self.group), self.group,
+        # header, reduced by maximum: [largest size, -smallest size, whether any rank failed]
+        header = torch.tensor([size, -size, int(error is not None)], dtype=torch.int64, device=device)
+        _collective(lambda: dist.all_reduce(header, op=dist.ReduceOp.MAX, group=self.group), self.group,
                     f"Hessian-vector product {self.products} could not be started on every rank")
-        total_size, total_square, failures = (int(x) for x in header.tolist())
-        if failures:
+        largest, smallest, any_failed = header[0].item(), -header[1].item(), header[2].item()
+        if any_failed:
             messages: list = [None] * self.world_size
             mine = None if error is None else f"{type(error).__name__}: {error}"
             _collective(lambda: dist.all_gather_object(messages, mine, group=self.group), self.group,
@@ -173,11 +167,12 @@ class ShardReducer:
             failed = "; ".join(f"rank {r}: {m}" for r, m in enumerate(messages) if m)
             raise DistributedError(f"rank {self.rank} of {self.world_size} stops: Hessian-vector product "
                                    f"{self.products} failed on another rank ({failed})")
-        if self.world_size * total_square != total_size * total_size:
+        if largest != smallest:
             raise DistributedError(
                 f"rank {self.rank} of {self.world_size}: the ranks asked for Hessian-vector products of different "
-                f"sizes (this rank {size} numbers, {total_size} over all ranks) at product {self.products}: they "
-                "ran different computations. Every rank must make the same calls with the same arguments")
+                f"sizes (this rank {size} numbers; from {smallest} to {largest} over the ranks) at product "
+                f"{self.products}: they ran different computations. Every rank must make the same calls with the "
+                "same arguments")
         flat = torch.cat([o.reshape(-1).to(device) for o in outs]
                          + [torch.tensor([float(total)], dtype=dtype, device=device)])
         _collective(lambda: dist.all_reduce(flat, group=self.group), self.group,
