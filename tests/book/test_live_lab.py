@@ -5,12 +5,14 @@ port, with its own Jupyter config, runtime, workspace and user-settings folders 
 off, so that the chapter opened is never rewritten), and Debian's Chromium is
 driven by Playwright (``executable_path``: no browser is downloaded). Asserted:
 
-- a chapter's ``.md`` file opens as a notebook (jupytext's viewer is the default one);
 - the knob chapter (``notebooks/heterogeneous_mlp.md`` at the ``smoke`` profile, with
   papermill's injected parameters, up to its slider cell) runs from JupyterLab's own
-  "run all cells" command without an error, and shows its slider and figure;
+  "run all cells" command without an error, and shows its slider and figure ("run all"
+  runs the current notebook: the test waits until the prepared one is current);
 - moving the slider with the keyboard, as a reader would, changes the figure (another PNG)
-  and the slider's readout. Screenshots before and after go to ``test-artifacts/``.
+  and the slider's readout. Screenshots before and after go to ``test-artifacts/``;
+- then, last, so that no "run all" can reach it (it is at the ``cpu`` profile), the
+  chapter's ``.md`` file opens as a notebook: jupytext's viewer is the default one.
 
 Everything that can wait has a limit: the server's start, page loads, the kernel, the
 chapter's cells, the redraw; the server and its kernels are killed at the end. Skipped,
@@ -59,6 +61,9 @@ KERNEL_IDLE = """() => { const w = window.jupyterapp.shell.currentWidget;
 #: true once no cell is queued or running (an executed cell's prompt is [n], a waiting one [*])
 CELLS_DONE = """() => { const prompts = Array.from(document.querySelectorAll('.jp-NotebookPanel .jp-InputPrompt'));
   return prompts.length > 0 && prompts.every(p => !p.textContent.includes('*')); }"""
+#: true once the current main-area widget is the notebook at a path ending in the argument
+CURRENT_IS = """(name) => { const w = window.jupyterapp.shell.currentWidget;
+  return !!w && !!w.context && w.context.path.endsWith(name) && !!w.content && !!w.content.widgets; }"""
 SEVERAL_CELLS = "() => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length >= 3"
 NEW_IMAGE = "([sel, old]) => { const i = document.querySelector(sel); return !!i && i.src !== old; }"
 
@@ -135,14 +140,10 @@ def test_a_slider_moved_in_jupyterlab_changes_the_figure(lab):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(PAGE_LOAD * 1000)
 
-                page.goto(f"{lab}/lab/tree/notebooks/{CHAPTER}.md?token={TOKEN}")
-                try:  # the notebook renders its cells one after another
-                    page.wait_for_function(SEVERAL_CELLS)
-                except PlaywrightTimeout:
-                    pytest.fail(f"{CHAPTER}.md did not open as a notebook (no code cells in {PAGE_LOAD} s)")
-
                 page.goto(f"{lab}/lab/tree/notebooks/{name}?token={TOKEN}")
                 page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell")
+                # "run all" runs the current notebook: make sure it is this one, not a restored tab
+                page.wait_for_function(CURRENT_IS, arg=name)
                 page.wait_for_function(KERNEL_IDLE, timeout=KERNEL_START * 1000)
                 page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
                 page.wait_for_selector(".widget-vbox .widget-output img", timeout=RUN_CELLS * 1000)
@@ -164,6 +165,14 @@ def test_a_slider_moved_in_jupyterlab_changes_the_figure(lab):
                 after = box.locator(".widget-output img").get_attribute("src")
                 assert after.startswith("data:image/png") and after != before
                 assert box.locator(".widget-readout").inner_text() != readout, "the slider's readout did not move"
+
+                # last, so that no "run all" can reach it: the chapter's source opens as a notebook
+                page.goto(f"{lab}/lab/tree/notebooks/{CHAPTER}.md?token={TOKEN}")
+                try:  # the notebook renders its cells one after another
+                    page.wait_for_function(SEVERAL_CELLS)
+                    page.wait_for_function(CURRENT_IS, arg=f"{CHAPTER}.md")
+                except PlaywrightTimeout:
+                    pytest.fail(f"{CHAPTER}.md did not open as a notebook (no code cells in {PAGE_LOAD} s)")
             finally:
                 browser.close()
     finally:
